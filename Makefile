@@ -1,0 +1,29 @@
+# cellzoo: the two commands a fresh machine needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/zoo segment samples/demo.tif --channels 0,1 --out out/demo --overlay
+	@echo "wrote out/demo/demo_masks.tif and out/demo/demo_overlay.png"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/bench_flows.py
+	$(BIN)/python bench/bench_predict.py
+
+clean:
+	rm -rf out .pytest_cache

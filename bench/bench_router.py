@@ -1,0 +1,124 @@
+"""Router benchmark: routing time per image against the 10 ms target and against sklearn.
+
+Usage:
+    .venv/bin/python bench/bench_router.py [--sizes 500 2000 10000] [--queries 1000]
+
+Routing (exact 5-NN vote over the style bank, excluding the style forward pass) is timed
+one query at a time, as a server routes images, for banks of random clustered unit
+vectors of dim 256; the reference is scikit-learn's ``KNeighborsClassifier.predict`` (5
+neighbours) fitted on the same bank, also one query at a time. For context it also times
+the style forward pass (``embed``: normalise, resize a 512² image to a 256-pixel view,
+one network pass) with random-init networks of the small and the Cellpose width.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from zoo.cluster import StyleBank, centroids_of, nearest_other_distances  # noqa: E402
+from zoo.model import SegmentationModel  # noqa: E402
+from zoo.nets.cpnet import NetConfig  # noqa: E402
+from zoo.predict import Predictor  # noqa: E402
+from zoo.router import Router, embed, embed_many  # noqa: E402
+
+TARGET_MS = 10.0
+STYLE_DIM, N_STYLES = 256, 7
+WIDTHS = {"small": (2, 16, 32, 64, 128), "cellpose": (2, 32, 64, 128, 256)}
+
+
+def clustered(rng: np.random.Generator, n: int, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    labels = rng.integers(0, len(centres), n)
+    points = centres[labels] + 0.06 * rng.normal(size=(n, centres.shape[1]))
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32), labels
+
+
+def make_bank(rng: np.random.Generator, n: int, centres: np.ndarray) -> StyleBank:
+    vectors, labels = clustered(rng, n, centres)
+    return StyleBank(
+        vectors=vectors,
+        labels=labels,
+        names=[f"style{c}" for c in range(len(centres))],
+        centroids=centroids_of(vectors, labels, len(centres)),
+        sources=[""] * n,
+        specialists={c: f"cpnet.style{c}" for c in range(len(centres))},
+        ood_threshold=float(np.percentile(nearest_other_distances(vectors), 99)),
+    )
+
+
+def per_call_ms(fn, queries: np.ndarray) -> np.ndarray:
+    for query in queries[:20]:
+        fn(query)
+    samples = np.empty(len(queries))
+    for i, query in enumerate(queries):
+        start = time.perf_counter()
+        fn(query)
+        samples[i] = time.perf_counter() - start
+    return samples * 1e3
+
+
+def bench_routing(sizes: list[int], n_queries: int) -> None:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(N_STYLES, STYLE_DIM))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    print(f"routing per image, exact 5-NN, dim {STYLE_DIM}, {n_queries} single queries "
+          f"(style forward pass excluded); target <= {TARGET_MS:.0f} ms")
+    print(f"{'bank':>7} | {'ours med':>9} {'ours p99':>9} {'batched':>9} | {'sklearn med':>11} "
+          f"{'sklearn p99':>11} | {'sk/ours':>7} {'agree':>6} | target")
+    for size in sizes:
+        bank = make_bank(rng, size, centres)
+        queries, _ = clustered(rng, n_queries, centres)
+        router = Router(bank, generalist="cpnet.generalist")
+        ours = per_call_ms(router.route_style, queries)
+        start = time.perf_counter()
+        batched = router.route_styles(queries)
+        batched_ms = (time.perf_counter() - start) * 1e3 / n_queries
+        knn = KNeighborsClassifier(n_neighbors=5).fit(bank.vectors, bank.labels)
+        ref = per_call_ms(lambda q: knn.predict(q[None]), queries)
+        agree = np.mean(knn.predict(queries) == [r.cluster for r in batched])
+        ok = "PASS" if np.percentile(ours, 99) <= TARGET_MS else "FAIL"
+        print(f"{size:>7} | {np.median(ours):>8.3f}  {np.percentile(ours, 99):>8.3f}  "
+              f"{batched_ms:>8.4f} | {np.median(ref):>10.3f}  {np.percentile(ref, 99):>10.3f} | "
+              f"{np.median(ref) / np.median(ours):>6.1f}x {agree:>6.1%} | {ok}")
+
+
+def bench_forward(size: int, repeats: int) -> None:
+    image = np.random.default_rng(1).gamma(2.0, 50.0, size=(size, size)).astype(np.float32)
+    print(f"\nstyle forward pass (embed, {size}x{size} image -> 256-pixel view, one network pass), "
+          f"CPU, {torch.get_num_threads()} threads, median of {repeats}")
+    print(f"{'width':>9} {'channels':>22} | {'embed ms':>9} | {'embed_many ms/img (batch 8)':>27}")
+    for name, channels in WIDTHS.items():
+        predictor = Predictor(SegmentationModel.create(NetConfig(channels=channels)))
+        embed(predictor, image)
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            embed(predictor, image)
+            samples.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        embed_many(predictor, [image] * 8, batch_size=8)
+        many_ms = (time.perf_counter() - start) * 1e3 / 8
+        print(f"{name:>9} {str(channels):>22} | {np.median(samples) * 1e3:>9.1f} | {many_ms:>27.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[500, 2000, 10_000])
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--image-size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    bench_routing(args.sizes, args.queries)
+    bench_forward(args.image_size, args.repeats)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""cellzoo: a model zoo and inference engine for cell segmentation.
+
+Importing ``zoo`` is cheap and has no side effects: submodules (and torch) load on first
+use of a name below.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "FlowParams": "zoo.flows",
+    "masks_to_flows": "zoo.flows",
+    "flows_to_masks": "zoo.flows",
+    "average_precision": "zoo.metrics",
+    "score": "zoo.metrics",
+    "read_image": "zoo.io",
+    "SegmentationModel": "zoo.model",
+    "PredictParams": "zoo.predict",
+    "Prediction": "zoo.predict",
+    "Predictor": "zoo.predict",
+    "Settings": "zoo.settings",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")

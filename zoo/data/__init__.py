@@ -1,0 +1,1 @@
+"""Data: synthetic label and image generators, and readers for real datasets."""

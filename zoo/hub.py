@@ -1,0 +1,302 @@
+"""The Hugging Face Hub: the only module of cellzoo that talks to a remote.
+
+- ``download`` fetches an entry's files at its pinned commit (``snapshot_download`` with
+  allow-patterns for exactly those files), with progress bars and resume of interrupted
+  transfers (``huggingface_hub`` retries a dropped stream with an HTTP Range request).
+- ``push`` publishes a model: its files plus a generated model card (``README.md``) in one
+  commit, then the repo's ``models.yaml`` index (and optionally a separate registry repo's)
+  updated with the entry pinned to that commit.
+- ``fetch_remote_index`` reads a registry repo's ``models.yaml``, so models published after a
+  release can be listed and pulled.
+
+A Hub repo laid out by ``push``::
+
+    README.md        model card (YAML metadata: library_name cellzoo, tags, license, …)
+    models.yaml      index: every version pushed here, each pinned to its commit
+    <entry files>    e.g. cpnet.generalist.safetensors, style_bank.safetensors
+
+``huggingface_hub`` is imported inside the functions that use it, so importing this module is
+cheap. The endpoint and token are passed explicitly from ``HubSettings``; a token never
+appears in a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from zoo.errors import HubError, OfflineError, PushRefusedError, ZooError
+from zoo.manifest import (
+    FileSpec,
+    Manifest,
+    ModelEntry,
+    Source,
+    check_repo_id,
+    dumps_manifest,
+    loads_manifest,
+    model_card,
+)
+
+if TYPE_CHECKING:
+    from zoo.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+INDEX_FILE = "models.yaml"
+CARD_FILE = "README.md"
+RESERVED = frozenset({INDEX_FILE, CARD_FILE, ".gitattributes"})
+_TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{8,}\b")
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    """Where the Hub is and who we are there. Parsed once, passed explicitly.
+
+    Attributes:
+        endpoint: base URL of the Hub or a compatible server (``HF_ENDPOINT``).
+        token: access token (``HF_TOKEN``, else ``huggingface_hub``'s saved login); hidden
+            from ``repr``.
+        progress: show download progress bars.
+    """
+
+    endpoint: str = DEFAULT_ENDPOINT
+    token: str | None = field(default=None, repr=False)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "endpoint", self.endpoint.rstrip("/"))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, saved_login: bool = True) -> HubSettings:
+        """Read ``HF_ENDPOINT`` and ``HF_TOKEN``; fall back to the saved ``huggingface-cli`` login."""
+        env = os.environ if env is None else env
+        token = env.get("HF_TOKEN") or None
+        if token is None and saved_login:
+            from huggingface_hub import get_token
+
+            token = get_token()
+        return cls(endpoint=env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT, token=token)
+
+    def redact(self, text: str) -> str:
+        """``text`` with the token (and anything shaped like an HF token) masked."""
+        if self.token:
+            text = text.replace(self.token, "***")
+        return _TOKEN_RE.sub("hf_***", text)
+
+
+@contextmanager
+def _hub_errors(action: str, hub: HubSettings) -> Iterator[None]:
+    """Turn any failure of a Hub call into one-line ``HubError`` without the token."""
+    try:
+        yield
+    except ZooError:
+        raise
+    except Exception as error:  # the boundary to huggingface_hub/httpx: wrap everything
+        detail = hub.redact(" ".join(str(error).split()))[:400]
+        logger.debug("%s failed: %s", action, type(error).__name__)
+        raise HubError(f"{action} failed at {hub.endpoint}: {type(error).__name__}: {detail}") from None
+
+
+def _api(hub: HubSettings):
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=hub.endpoint, token=hub.token or False, library_name="cellzoo")
+
+
+def _tqdm_class(hub: HubSettings):
+    if hub.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    class _Silent(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+    return _Silent
+
+
+def download(entry: ModelEntry, dest: str | Path, hub: HubSettings) -> dict[str, Path]:
+    """Download ``entry``'s files at its pinned commit into the existing directory ``dest``.
+
+    Only the entry's files are fetched (allow-patterns); nothing else is left in ``dest``.
+    The caller verifies sha256 and size. Returns ``{path: local file}``.
+    """
+    if entry.source is None:
+        raise ZooError(f"model {entry.ref} has no Hub source to download from")
+    from huggingface_hub import snapshot_download
+
+    dest = Path(dest)
+    paths = [spec.path for spec in entry.files]
+    with _hub_errors(f"download of {entry.ref} from {entry.source}", hub):
+        snapshot_download(
+            entry.source.repo_id,
+            revision=entry.source.revision,
+            local_dir=dest,
+            cache_dir=dest / ".cache" / "hub",
+            allow_patterns=paths,
+            endpoint=hub.endpoint,
+            token=hub.token or False,
+            tqdm_class=_tqdm_class(hub),
+            library_name="cellzoo",
+        )
+    shutil.rmtree(dest / ".cache", ignore_errors=True)
+    missing = [p for p in paths if not (dest / p).is_file()]
+    if missing:
+        raise HubError(f"{entry.source} does not hold {missing} needed by {entry.ref}")
+    return {p: dest / p for p in paths}
+
+
+def fetch_remote_index(repo_id: str, hub: HubSettings, *, revision: str = "main") -> Manifest:
+    """The ``models.yaml`` index at ``revision`` of Hub repo ``repo_id`` (a registry repo)."""
+    check_repo_id(repo_id)
+    with _hub_errors(f"reading {INDEX_FILE} of {repo_id}@{revision}", hub):
+        return _read_index(_api(hub), repo_id, revision, missing_ok=False)
+
+
+def _read_index(api, repo_id: str, revision: str, *, missing_ok: bool = True) -> Manifest:
+    """The index at ``revision``; an empty one when the repo has none and ``missing_ok``."""
+    from huggingface_hub.errors import EntryNotFoundError
+
+    with tempfile.TemporaryDirectory(prefix="cellzoo-index-") as tmp:
+        try:
+            path = api.hf_hub_download(repo_id, INDEX_FILE, revision=revision, local_dir=tmp,
+                                       cache_dir=Path(tmp) / ".hub")
+        except EntryNotFoundError:
+            if not missing_ok:
+                raise HubError(f"{repo_id}@{revision} has no {INDEX_FILE}: not a cellzoo registry repo") from None
+            return Manifest(version=1, models=[])
+        text = Path(path).read_text(encoding="utf-8")
+    return loads_manifest(text, source=f"hf://{repo_id}@{revision}/{INDEX_FILE}")
+
+
+def card_text(entry: ModelEntry) -> str:
+    """The Hub model card of ``entry``: YAML metadata plus the Markdown of ``model_card``."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    cellzoo = {
+        "name": entry.name, "version": entry.version, "kind": entry.kind,
+        "architecture": entry.architecture, "diameter": entry.diameter,
+        "cluster": entry.cluster.model_dump(exclude={"centroid"}) if entry.cluster else None,
+        "parent": entry.parent, "metrics": dict(entry.metrics) or None,
+        "training_data": entry.training_data.model_dump() if entry.training_data else None,
+    }
+    data = ModelCardData(
+        library_name="cellzoo",
+        license=entry.license,
+        tags=["cellzoo", "cell-segmentation", "image-segmentation", entry.kind, entry.architecture],
+        pipeline_tag="image-segmentation",
+        datasets=entry.training_data.datasets or None if entry.training_data else None,
+        cellzoo={k: v for k, v in cellzoo.items() if v is not None},
+    )
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{model_card(entry)}"))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_push(entry: ModelEntry, index: Manifest, remote_files: set[str], *, repo_id: str,
+                force: bool) -> None:
+    """Refuse to overwrite a published version, or another model's files, without ``force``."""
+    if force:
+        return
+    if any(m.ref == entry.ref for m in index.models):
+        raise PushRefusedError(
+            f"{entry.ref} is already published in {repo_id}; bump the version or use --force"
+        )
+    clashes = sorted(remote_files & {f.path for f in entry.files})
+    if clashes and not any(m.name == entry.name for m in index.models):
+        raise PushRefusedError(
+            f"{repo_id} already holds {clashes} of another model; use another repo or --force"
+        )
+
+
+def _local_files(registry: Registry, entry: ModelEntry) -> dict[str, Path]:
+    """The files to publish: the registry's local source copy if complete, else the cache."""
+    if registry.source_dir is not None:
+        files = {f.path: registry.source_dir / f.path for f in entry.files}
+        if all(path.is_file() for path in files.values()):
+            return files
+    return registry.resolve(entry.ref, verify=True).files
+
+
+def push(
+    name: str, registry: Registry, repo_id: str, *, hub: HubSettings,
+    index_repo: str | None = None, force: bool = False,
+) -> str:
+    """Publish model ``name`` of ``registry`` to Hub repo ``repo_id``; returns the new commit id.
+
+    Creates the repo if needed, commits the files and a model card, then records the entry,
+    pinned to that commit with fresh checksums, in the repo's ``models.yaml`` (and in
+    ``index_repo``'s, a registry repo, when given). Finally updates the entry in ``registry``
+    and saves its manifest file. Refused (``PushRefusedError``) without ``force`` when the
+    version is already in a target index, or the repo holds another model's files.
+    """
+    check_repo_id(repo_id)
+    if index_repo is not None:
+        check_repo_id(index_repo)
+    if registry.settings.offline:
+        raise OfflineError(f"cannot push {name} to {repo_id}: offline mode is on")
+    entry = registry.entry(name)
+    reserved = sorted(RESERVED & {f.path for f in entry.files})
+    if reserved:
+        raise PushRefusedError(f"{entry.ref}: file names {reserved} are reserved on the Hub repo")
+    files = _local_files(registry, entry)
+    specs = [FileSpec(path=p, sha256=_sha256(f), size=f.stat().st_size) for p, f in files.items()]
+    api = _api(hub)
+    targets = [repo_id] + ([index_repo] if index_repo not in (None, repo_id) else [])
+    with _hub_errors(f"push of {entry.ref} to {repo_id}", hub):
+        heads, indexes = {}, {}
+        for target in targets:
+            api.create_repo(target, exist_ok=True)
+            heads[target] = api.repo_info(target).sha
+            indexes[target] = _read_index(api, target, heads[target])
+        remote_files = set(api.list_repo_files(repo_id, revision=heads[repo_id]))
+        for target in targets:
+            _check_push(entry, indexes[target], remote_files if target == repo_id else set(),
+                        repo_id=target, force=force)
+        commit = _commit_files(api, repo_id, entry, files, parent=heads[repo_id])
+        published = entry.model_copy(update={"source": Source(repo_id=repo_id, revision=commit),
+                                             "files": specs})
+        for target in targets:
+            _commit_index(api, target, indexes[target].replace(published),
+                          parent=commit if target == repo_id else heads[target])
+    registry.update(published)
+    logger.info("pushed %s to %s at %s", entry.ref, repo_id, commit)
+    return commit
+
+
+def _commit_files(api, repo_id: str, entry: ModelEntry, files: dict[str, Path], *, parent: str) -> str:
+    from huggingface_hub import CommitOperationAdd
+
+    operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(f)) for p, f in files.items()]
+    operations.append(CommitOperationAdd(path_in_repo=CARD_FILE,
+                                         path_or_fileobj=card_text(entry).encode("utf-8")))
+    info = api.create_commit(repo_id, operations, commit_message=f"cellzoo: add {entry.ref}",
+                             parent_commit=parent)
+    return info.oid
+
+
+def _commit_index(api, repo_id: str, index: Manifest, *, parent: str) -> str:
+    from huggingface_hub import CommitOperationAdd
+
+    text = dumps_manifest(index).encode("utf-8")
+    operation = CommitOperationAdd(path_in_repo=INDEX_FILE, path_or_fileobj=text)
+    info = api.create_commit(repo_id, [operation], commit_message="cellzoo: update models.yaml",
+                             parent_commit=parent)
+    return info.oid

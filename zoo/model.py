@@ -1,0 +1,160 @@
+"""A segmentation model on disk: network weights plus what the predictor needs to use them.
+
+One safetensors file holds everything:
+
+- tensors: the network's ``state_dict`` under ``net.*`` and, when fitted, the size
+  regressor under ``size.weight`` ``(style_dim,)`` and ``size.bias`` ``()``;
+- metadata ``cellzoo``: JSON with the architecture name, ``NetConfig``, the mean cell
+  diameter the network was trained at, and the default ``FlowParams``.
+
+Weights are never read from pickles.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+
+from zoo.errors import InvalidParamsError, ZooError
+from zoo.flows import FlowParams
+from zoo.nets.cpnet import CPNet, NetConfig
+
+FORMAT_VERSION = 1
+# The network predicts flows multiplied by this (training targets are 5 × unit flows, as in
+# Cellpose); the predictor divides by it before post-processing.
+NET_FLOW_SCALE = 5.0
+ARCHITECTURES = {"cpnet": CPNet}
+
+
+@dataclass(frozen=True)
+class SizeRegressor:
+    """Style vector → cell diameter, as Cellpose's SizeModel.
+
+    ``log(diameter / diam_mean) = style · weight + bias``.
+    """
+
+    weight: np.ndarray
+    bias: float
+
+    def predict(self, style: np.ndarray, diam_mean: float) -> float:
+        """Diameter in pixels for one L2-normalised style vector ``(style_dim,)``."""
+        return float(diam_mean * np.exp(float(style @ self.weight) + self.bias))
+
+    @classmethod
+    def fit(
+        cls, styles: np.ndarray, diameters: np.ndarray, diam_mean: float, *, ridge: float = 1.0
+    ) -> SizeRegressor:
+        """Ridge regression of ``log(diameters / diam_mean)`` on ``styles`` ``(N, style_dim)``."""
+        if len(styles) != len(diameters) or len(styles) == 0:
+            raise InvalidParamsError(
+                f"need as many styles as diameters (>0), got {len(styles)} and {len(diameters)}"
+            )
+        if np.any(np.asarray(diameters) <= 0):
+            raise InvalidParamsError("diameters must be positive")
+        target = np.log(np.asarray(diameters, np.float64) / diam_mean)
+        x = np.asarray(styles, np.float64)
+        x_mean, t_mean = x.mean(axis=0), target.mean()
+        xc = x - x_mean
+        gram = xc.T @ xc + ridge * np.eye(x.shape[1])
+        weight = np.linalg.solve(gram, xc.T @ (target - t_mean))
+        bias = t_mean - x_mean @ weight
+        return cls(weight=weight.astype(np.float32), bias=float(bias))
+
+
+@dataclass
+class SegmentationModel:
+    """A network plus the metadata needed to run it.
+
+    Attributes:
+        net: the torch module (eval mode after loading).
+        diam_mean: mean cell diameter, in pixels, of the training images.
+        flow_params: default post-processing parameters.
+        size: the fitted size regressor, or None.
+        arch: architecture name (a key of ``ARCHITECTURES``).
+    """
+
+    net: CPNet
+    diam_mean: float = 30.0
+    flow_params: FlowParams = field(default_factory=FlowParams)
+    size: SizeRegressor | None = None
+    arch: str = "cpnet"
+
+    @property
+    def config(self) -> NetConfig:
+        return self.net.config
+
+    @classmethod
+    def create(cls, config: NetConfig | None = None, *, diam_mean: float = 30.0, seed: int = 0):
+        """A freshly initialised model (deterministic for ``seed``)."""
+        torch.manual_seed(seed)
+        return cls(net=CPNet(config).eval(), diam_mean=diam_mean)
+
+    def save(self, path: str | Path, *, half: bool = False) -> Path:
+        """Write the model to one safetensors file; ``half`` stores float16 weights."""
+        path = Path(path)
+        tensors = {}
+        for name, value in self.net.state_dict().items():
+            value = value.detach().cpu().contiguous()
+            if half and value.is_floating_point():
+                value = value.half()
+            tensors[f"net.{name}"] = value
+        if self.size is not None:
+            tensors["size.weight"] = torch.from_numpy(np.ascontiguousarray(self.size.weight))
+            tensors["size.bias"] = torch.tensor(self.size.bias, dtype=torch.float32)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "arch": self.arch,
+            "config": self.config.to_dict(),
+            "diam_mean": self.diam_mean,
+            "flow_params": asdict(self.flow_params),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(path), metadata={"cellzoo": json.dumps(meta)})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> SegmentationModel:
+        """Read a model written by ``save``; raises ``ZooError`` for foreign files."""
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            raise ZooError(f"weights load only from .safetensors files, got {path}")
+        meta = _read_meta(path)
+        if meta.get("arch") not in ARCHITECTURES:
+            raise ZooError(f"{path}: unknown architecture {meta.get('arch')!r}")
+        tensors = load_file(str(path))
+        net = ARCHITECTURES[meta["arch"]](NetConfig(**meta["config"]))
+        state = {k[4:]: v.float() if v.is_floating_point() else v
+                 for k, v in tensors.items() if k.startswith("net.")}
+        net.load_state_dict(state)
+        size = None
+        if "size.weight" in tensors:
+            size = SizeRegressor(
+                weight=tensors["size.weight"].float().numpy(), bias=float(tensors["size.bias"])
+            )
+        return cls(
+            net=net.eval(),
+            diam_mean=float(meta["diam_mean"]),
+            flow_params=FlowParams(**meta.get("flow_params", {})),
+            size=size,
+            arch=meta["arch"],
+        )
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = (handle.metadata() or {}).get("cellzoo")
+    except (OSError, SafetensorError) as error:
+        raise ZooError(f"{path}: not a readable safetensors file ({error})") from error
+    if raw is None:
+        raise ZooError(f"{path}: safetensors file has no cellzoo metadata")
+    meta = json.loads(raw)
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ZooError(f"{path}: format version {meta['format_version']} is newer than supported")
+    return meta

@@ -1,0 +1,215 @@
+"""The predictor: image → normalise → resize by diameter → tiles → network → stitch → masks.
+
+One frozen ``PredictParams`` object carries every knob. The network runs through a
+backend runner (``zoo.backends``); flows → masks runs on CPU (``zoo.flows``).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from zoo.backends import Runner, make_runner
+from zoo.errors import InvalidImageError, InvalidParamsError
+from zoo.flows import FlowParams, flows_to_masks
+from zoo.model import NET_FLOW_SCALE, SegmentationModel
+from zoo.preprocess import normalize, resize, scaled_shape, select_channels
+from zoo.settings import Settings
+from zoo.tiling import extract_tiles, plan_tiles, stitch_tiles
+
+# flips for test-time augmentation: (flip axes of a (B, C, Y, X) batch, flow channels to negate)
+_FLIPS = (((), ()), ((2,), (0,)), ((3,), (1,)), ((2, 3), (0, 1)))
+
+
+@dataclass(frozen=True)
+class PredictParams:
+    """Everything that shapes one prediction.
+
+    Attributes:
+        cyto_channel: channel index of the cytoplasm (or only) signal.
+        nucleus_channel: channel index of the nuclear signal, or None.
+        percentiles: lower and upper percentile mapped to 0 and 1.
+        diameter: mean cell diameter in pixels; None estimates it with the model's
+            size regressor when it has one, else uses the model's mean diameter.
+        tile_size: network tile side in pixels (a multiple of the net divisor).
+        tile_overlap: fraction of a tile that neighbouring tiles share.
+        batch_size: tiles per network call.
+        augment: average the four flips (test-time augmentation).
+        flow: post-processing parameters; None uses the model's defaults.
+        style_size: longest side of the view used for the size-estimation pass.
+    """
+
+    cyto_channel: int = 0
+    nucleus_channel: int | None = None
+    percentiles: tuple[float, float] = (1.0, 99.0)
+    diameter: float | None = None
+    tile_size: int = 256
+    tile_overlap: float = 0.1
+    batch_size: int = 8
+    augment: bool = False
+    flow: FlowParams | None = None
+    style_size: int = 256
+
+    def __post_init__(self) -> None:
+        lower, upper = self.percentiles
+        if not 0 <= lower < upper <= 100:
+            raise InvalidParamsError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {self.percentiles}")
+        if self.diameter is not None and not self.diameter > 0:
+            raise InvalidParamsError(f"diameter must be positive or None, got {self.diameter}")
+        if self.batch_size < 1:
+            raise InvalidParamsError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.style_size < 16:
+            raise InvalidParamsError(f"style_size must be >= 16, got {self.style_size}")
+
+
+@dataclass
+class Prediction:
+    """What one prediction returns.
+
+    Attributes:
+        labels: ``(Y, X)`` uint16/uint32, 0 = background, 1..N = cells.
+        flows: ``(2, Y, X)`` float32 unit-scale flows (Y, X).
+        cellprob: ``(Y, X)`` float32 cell-probability logits.
+        style: ``(style_dim,)`` float32, L2-normalised style of the image.
+        diameter: the diameter used, in pixels.
+        timings: seconds per stage.
+    """
+
+    labels: np.ndarray
+    flows: np.ndarray
+    cellprob: np.ndarray
+    style: np.ndarray
+    diameter: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.labels.max()) if self.labels.size else 0
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str):
+    start = time.perf_counter()
+    yield
+    timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+class Predictor:
+    """Segments images with one model.
+
+    Args:
+        model: the network and its metadata.
+        settings: backend and device; defaults to ``Settings()`` (torch, auto device).
+        runner: an already built runner (overrides ``settings``' backend choice).
+    """
+
+    def __init__(
+        self,
+        model: SegmentationModel,
+        settings: Settings | None = None,
+        *,
+        runner: Runner | None = None,
+    ) -> None:
+        self.model = model
+        self.settings = settings or Settings()
+        self.runner = runner or make_runner(model, self.settings)
+
+    def predict(self, image: np.ndarray, params: PredictParams | None = None) -> Prediction:
+        """Segment one image ``(Y, X)`` or ``(Y, X, C)`` (channels last)."""
+        params = params or PredictParams()
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        with _timed(timings, "preprocess"):
+            stack = self.prepare(image, params)
+        with _timed(timings, "diameter"):
+            diameter = self.diameter_for(stack, params)
+        scale = self.model.diam_mean / diameter
+        with _timed(timings, "resize"):
+            scaled = resize(stack, scaled_shape(stack.shape[1:], scale))
+        with _timed(timings, "network"):
+            maps, style = self.network_maps(scaled, params)
+        with _timed(timings, "resize"):
+            maps = resize(maps, stack.shape[1:])
+        flows, cellprob = maps[:2] / NET_FLOW_SCALE, maps[2]
+        with _timed(timings, "postprocess"):
+            labels = flows_to_masks(flows, cellprob, self.flow_params(params, scale))
+        timings["total"] = time.perf_counter() - start
+        return Prediction(labels, flows, cellprob, style, diameter, timings)
+
+    def prepare(self, image: np.ndarray, params: PredictParams) -> np.ndarray:
+        """Channels-last image → normalised ``(C_in, Y, X)`` float32 stack."""
+        image = np.asarray(image)
+        if image.dtype == bool or not (
+            np.issubdtype(image.dtype, np.number) and not np.iscomplexobj(image)
+        ):
+            raise InvalidImageError(f"image must hold real numbers, got dtype {image.dtype}")
+        stack = select_channels(
+            image, params.cyto_channel, params.nucleus_channel, n_in=self.model.config.in_channels
+        )
+        return normalize(stack, *params.percentiles)
+
+    def diameter_for(self, stack: np.ndarray, params: PredictParams) -> float:
+        """The diameter given, else the size regressor's estimate, else the model default."""
+        if params.diameter is not None:
+            return float(params.diameter)
+        if self.model.size is None:
+            return float(self.model.diam_mean)
+        view = _central_view(stack, params.style_size)
+        _, style = self.network_maps(view, replace(params, augment=False))
+        return self.model.size.predict(style, self.model.diam_mean)
+
+    def flow_params(self, params: PredictParams, scale: float) -> FlowParams:
+        """Post-processing params; flow following gets more steps when cells were shrunk."""
+        flow = params.flow or self.model.flow_params
+        if scale < 1:
+            flow = replace(flow, niter=int(np.ceil(flow.niter / scale)))
+        return flow
+
+    def network_maps(
+        self, stack: np.ndarray, params: PredictParams
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Run the network over tiles of ``(C_in, Y, X)``.
+
+        Returns:
+            ``(3, Y, X)`` float32 network maps (flows ×5, cellprob logit) and the
+            ``(style_dim,)`` style, averaged over tiles and L2-normalised.
+        """
+        grid = plan_tiles(
+            stack.shape[1:],
+            tile=params.tile_size,
+            overlap=params.tile_overlap,
+            divisor=self.model.config.divisor,
+        )
+        tiles = extract_tiles(stack, grid)
+        outputs, styles = [], []
+        for first in range(0, len(tiles), params.batch_size):
+            batch = tiles[first : first + params.batch_size]
+            out, style = self._run_batch(batch, params.augment)
+            outputs.append(out)
+            styles.append(style)
+        maps = stitch_tiles(np.concatenate(outputs), grid, overlap=params.tile_overlap)
+        style = np.concatenate(styles).mean(axis=0)
+        return maps, (style / max(float(np.linalg.norm(style)), 1e-12)).astype(np.float32)
+
+    def _run_batch(self, batch: np.ndarray, augment: bool) -> tuple[np.ndarray, np.ndarray]:
+        if not augment:
+            return self.runner.run(batch)
+        outs, styles = [], []
+        for axes, negate in _FLIPS:
+            flipped = np.flip(batch, axis=axes) if axes else batch
+            out, style = self.runner.run(np.ascontiguousarray(flipped))
+            out = np.flip(out, axis=axes).copy() if axes else out
+            out[:, list(negate)] *= -1
+            outs.append(out)
+            styles.append(style)
+        return np.mean(outs, axis=0), np.mean(styles, axis=0)
+
+
+def _central_view(stack: np.ndarray, size: int) -> np.ndarray:
+    """The central crop of at most ``size`` × ``size`` pixels (no resampling)."""
+    _, y, x = stack.shape
+    top, left = max(0, (y - size) // 2), max(0, (x - size) // 2)
+    return stack[:, top : top + size, left : left + size]

@@ -1,0 +1,70 @@
+"""Image preparation for the network: channel selection, normalisation, resizing.
+
+Images are channels-last: ``(Y, X)`` or ``(Y, X, C)``. The network input is
+channels-first ``(C_in, Y, X)`` float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from zoo.errors import InvalidImageError
+
+
+def select_channels(
+    image: np.ndarray, cyto: int = 0, nucleus: int | None = None, *, n_in: int = 2
+) -> np.ndarray:
+    """Pick the cytoplasm and optional nucleus channel into a ``(n_in, Y, X)`` float32 stack.
+
+    Args:
+        image: ``(Y, X)`` or ``(Y, X, C)``.
+        cyto: index of the cytoplasm (or only) channel.
+        nucleus: index of the nuclear channel, or None for a zero channel.
+        n_in: number of network input channels (first = cytoplasm, second = nucleus).
+    """
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+        raise InvalidImageError(f"expected an image shaped (Y, X) or (Y, X, C), got {image.shape}")
+    n_channels = image.shape[-1]
+    for name, index in (("cyto", cyto), ("nucleus", nucleus)):
+        if index is not None and not 0 <= index < n_channels:
+            raise InvalidImageError(
+                f"{name} channel {index} does not exist in an image with {n_channels} channel(s)"
+            )
+    stack = np.zeros((n_in, *image.shape[:2]), dtype=np.float32)
+    stack[0] = image[..., cyto]
+    if nucleus is not None and n_in > 1:
+        stack[1] = image[..., nucleus]
+    return stack
+
+
+def normalize(stack: np.ndarray, lower: float = 1.0, upper: float = 99.0) -> np.ndarray:
+    """Percentile-normalise each channel of ``(C, Y, X)`` so ``lower``→0 and ``upper``→1.
+
+    Flat channels (upper percentile == lower) become zeros. Non-finite values raise.
+    """
+    if not np.all(np.isfinite(stack)):
+        raise InvalidImageError("image contains NaN or infinite values")
+    out = np.empty_like(stack, dtype=np.float32)
+    for c, channel in enumerate(stack):
+        lo, hi = np.percentile(channel, [lower, upper])
+        out[c] = (channel - lo) / (hi - lo) if hi > lo else 0.0
+    return out
+
+
+def resize(stack: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of ``(C, Y, X)`` float32 to ``(C, *shape)``."""
+    if stack.shape[-2:] == tuple(shape):
+        return stack
+    import torch
+    import torch.nn.functional as F
+
+    tensor = torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32))[None]
+    resized = F.interpolate(tensor, size=tuple(shape), mode="bilinear", align_corners=False)
+    return resized[0].numpy()
+
+
+def scaled_shape(shape: tuple[int, int], scale: float) -> tuple[int, int]:
+    """``shape`` multiplied by ``scale``, rounded, at least 1 pixel per side."""
+    return max(1, int(round(shape[0] * scale))), max(1, int(round(shape[1] * scale)))

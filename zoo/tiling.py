@@ -1,0 +1,105 @@
+"""Tiling of large images into overlapping network-sized tiles and smooth re-assembly.
+
+How it works: the image ``(C, Y, X)`` is zero-padded to at least one tile and to a
+multiple of the network divisor; tile starts are spread evenly so neighbours
+overlap by at least ``overlap`` of a tile; outputs are blended with a separable
+raised-cosine taper, normalised by the summed weights, so seams vanish.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from zoo.errors import InvalidParamsError
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Where tiles lie in the padded image.
+
+    Attributes:
+        shape: ``(Y, X)`` of the original image.
+        padded: ``(Y, X)`` after padding.
+        tile: ``(ty, tx)`` tile size.
+        starts_y: top rows of the tiles.
+        starts_x: left columns of the tiles.
+    """
+
+    shape: tuple[int, int]
+    padded: tuple[int, int]
+    tile: tuple[int, int]
+    starts_y: tuple[int, ...]
+    starts_x: tuple[int, ...]
+
+    @property
+    def origins(self) -> list[tuple[int, int]]:
+        """Tile origins in row-major order."""
+        return [(y, x) for y in self.starts_y for x in self.starts_x]
+
+
+def _round_up(value: int, divisor: int) -> int:
+    return int(math.ceil(value / divisor) * divisor)
+
+
+def _starts(length: int, tile: int, overlap: float) -> tuple[int, ...]:
+    if length <= tile:
+        return (0,)
+    step = tile * (1 - overlap)
+    count = int(math.ceil((length - tile) / step)) + 1
+    return tuple(int(round(s)) for s in np.linspace(0, length - tile, count))
+
+
+def plan_tiles(
+    shape: tuple[int, int], *, tile: int = 256, overlap: float = 0.1, divisor: int = 8
+) -> TileGrid:
+    """Plan tiles of at most ``tile`` pixels for an image of ``shape``."""
+    if tile % divisor or tile <= 0:
+        raise InvalidParamsError(f"tile size must be a positive multiple of {divisor}, got {tile}")
+    if not 0 <= overlap < 0.9:
+        raise InvalidParamsError(f"tile overlap must be in [0, 0.9), got {overlap}")
+    padded = tuple(_round_up(s, divisor) for s in shape)
+    sizes = tuple(min(tile, p) for p in padded)
+    return TileGrid(
+        shape=tuple(shape),
+        padded=padded,
+        tile=sizes,
+        starts_y=_starts(padded[0], sizes[0], overlap),
+        starts_x=_starts(padded[1], sizes[1], overlap),
+    )
+
+
+def extract_tiles(stack: np.ndarray, grid: TileGrid) -> np.ndarray:
+    """Cut ``(C, Y, X)`` into ``(N, C, ty, tx)`` tiles (zero-padded)."""
+    padded = np.zeros((stack.shape[0], *grid.padded), dtype=np.float32)
+    padded[:, : stack.shape[1], : stack.shape[2]] = stack
+    ty, tx = grid.tile
+    return np.stack([padded[:, y : y + ty, x : x + tx] for y, x in grid.origins])
+
+
+def taper(size: tuple[int, int], overlap_px: int) -> np.ndarray:
+    """Blending weights ``(ty, tx)``: 1 inside, raised-cosine ramps of ``overlap_px`` at edges."""
+    axes = []
+    for n in size:
+        ramp_len = max(1, min(overlap_px, n // 2))
+        ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(ramp_len) + 0.5) / ramp_len)
+        weights = np.ones(n, dtype=np.float32)
+        weights[:ramp_len] = ramp
+        weights[n - ramp_len :] = np.minimum(weights[n - ramp_len :], ramp[::-1])
+        axes.append(np.maximum(weights, 1e-3))
+    return np.outer(axes[0], axes[1]).astype(np.float32)
+
+
+def stitch_tiles(tiles: np.ndarray, grid: TileGrid, *, overlap: float = 0.1) -> np.ndarray:
+    """Blend ``(N, K, ty, tx)`` tile outputs into ``(K, Y, X)`` for the original shape."""
+    ty, tx = grid.tile
+    weights = taper(grid.tile, int(round(overlap * min(ty, tx))))
+    total = np.zeros((tiles.shape[1], *grid.padded), dtype=np.float32)
+    norm = np.zeros(grid.padded, dtype=np.float32)
+    for tile, (y, x) in zip(tiles, grid.origins):
+        total[:, y : y + ty, x : x + tx] += tile * weights
+        norm[y : y + ty, x : x + tx] += weights
+    total /= norm
+    return total[:, : grid.shape[0], : grid.shape[1]]
