@@ -42,7 +42,7 @@ def main(
 
 
 def _register_commands() -> None:
-    from cli import registry, segment  # noqa: F401  (register their commands on ``app``)
+    from cli import build, registry, route, segment  # noqa: F401  (register their commands)
 
 
 _register_commands()

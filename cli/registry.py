@@ -14,12 +14,17 @@ from zoo.errors import ZooError
 
 ManifestOption = Annotated[
     Path | None,
-    typer.Option("--manifest", envvar="ZOO_MANIFEST",
-                 help="models.yaml to use (default: the zoo shipped with cellzoo)."),
+    typer.Option(
+        "--manifest",
+        envvar="ZOO_MANIFEST",
+        help="models.yaml to use (default: the zoo shipped with cellzoo).",
+    ),
 ]
 RemoteOption = Annotated[
     str | None,
-    typer.Option("--remote", help="Use the models.yaml index of this Hub registry repo (ORG/NAME)."),
+    typer.Option(
+        "--remote", help="Use the models.yaml index of this Hub registry repo (ORG/NAME)."
+    ),
 ]
 
 
@@ -37,12 +42,12 @@ def _registry(manifest: Path | None, remote: str | None = None):
     from zoo.settings import Settings
 
     settings = Settings.from_env()
-    hub = HubSettings.from_env()
     if remote is not None:
+        hub = HubSettings.from_env()
         return Registry(fetch_remote_index(remote, hub), settings=settings, hub=hub)
     if manifest is not None:
-        return Registry.from_path(manifest, settings=settings, hub=hub)
-    return Registry.embedded(settings, hub=hub)
+        return Registry.from_path(manifest, settings=settings)
+    return Registry.embedded(settings)
 
 
 def _size(n: int) -> str:
@@ -55,8 +60,12 @@ def _size(n: int) -> str:
 
 @app.command("list")
 def list_models(
-    kind: Annotated[str | None, typer.Option(help="generalist, specialist, nuclei or user.")] = None,
-    pattern: Annotated[str | None, typer.Argument(help="Glob on model names, e.g. 'cpnet.*'.")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="generalist, specialist, nuclei or user.")
+    ] = None,
+    pattern: Annotated[
+        str | None, typer.Argument(help="Glob on model names, e.g. 'cpnet.*'.")
+    ] = None,
     remote: RemoteOption = None,
     manifest: ManifestOption = None,
 ) -> None:
@@ -71,8 +80,17 @@ def list_models(
         for entry in registry.list(kind=kind, pattern=pattern):
             cluster = f"{entry.cluster.id}:{entry.cluster.name}" if entry.cluster else "-"
             installed = "yes" if registry.is_installed(entry.ref) else "no"
-            rows.append((entry.name, entry.version, entry.kind, cluster, f"{entry.diameter:g}",
-                         _size(entry.size), installed))
+            rows.append(
+                (
+                    entry.name,
+                    entry.version,
+                    entry.kind,
+                    cluster,
+                    f"{entry.diameter:g}",
+                    _size(entry.size),
+                    installed,
+                )
+            )
     if len(rows) == 1:
         typer.echo("no models" + (f" in {remote}" if remote else ""))
         return
@@ -101,9 +119,13 @@ def info(
 
 @app.command()
 def pull(
-    names: Annotated[list[str] | None, typer.Argument(help="Models to pull (NAME[@VERSION]).")] = None,
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Models to pull (NAME[@VERSION]).")
+    ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Pull every model of the registry.")] = False,
-    source: Annotated[str, typer.Option(help="auto (local zoo first, then Hub), local or hub.")] = "auto",
+    source: Annotated[
+        str, typer.Option(help="auto (local zoo first, then Hub), local or hub.")
+    ] = "auto",
     force: Annotated[bool, typer.Option(help="Download again even if cached and intact.")] = False,
     remote: RemoteOption = None,
     manifest: ManifestOption = None,
@@ -153,7 +175,9 @@ def push(
 
 @app.command()
 def validate(
-    path: Annotated[Path | None, typer.Argument(help="models.yaml (default: the shipped zoo).")] = None,
+    path: Annotated[
+        Path | None, typer.Argument(help="models.yaml (default: the shipped zoo).")
+    ] = None,
     files: Annotated[bool, typer.Option(help="Also check local files' sizes and sha256.")] = True,
 ) -> None:
     """Check a models.yaml against the schema (and its local files); print every problem."""

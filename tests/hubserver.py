@@ -40,6 +40,7 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 _REPO = r"(?P<repo>[\w.-]+/[\w.-]+)"
@@ -90,7 +91,9 @@ class HubStore:
                 return False
             (self._repo_dir(repo_id) / "commits").mkdir(parents=True)
             (self._repo_dir(repo_id) / "refs").mkdir()
-            sha = self._write_commit(repo_id, {"parent": None, "summary": "initial commit", "files": {}})
+            sha = self._write_commit(
+                repo_id, {"parent": None, "summary": "initial commit", "files": {}}
+            )
             (self._repo_dir(repo_id) / "refs" / "main").write_text(sha)
             return True
 
@@ -98,7 +101,10 @@ class HubStore:
         """The commit id a branch name or commit id points to."""
         if not self.exists(repo_id):
             raise HubError(404, "RepoNotFound", f"repository {repo_id} not found")
-        if _COMMIT.match(revision) and (self._repo_dir(repo_id) / "commits" / f"{revision}.json").is_file():
+        if (
+            _COMMIT.match(revision)
+            and (self._repo_dir(repo_id) / "commits" / f"{revision}.json").is_file()
+        ):
             return revision
         ref = self._repo_dir(repo_id) / "refs" / revision
         if "/" not in revision and ref.is_file():
@@ -114,14 +120,22 @@ class HubStore:
         return self.root / "blobs" / sha256
 
     def commit(
-        self, repo_id: str, branch: str, *, put: dict[str, bytes], delete: list[str],
-        summary: str, parent: str | None = None,
+        self,
+        repo_id: str,
+        branch: str,
+        *,
+        put: dict[str, bytes],
+        delete: list[str],
+        summary: str,
+        parent: str | None = None,
     ) -> str:
-        """Apply ``put``/``delete`` on top of ``branch`` and advance it; returns the new commit id."""
+        """Apply ``put``/``delete`` on top of ``branch`` and advance it; returns the commit id."""
         with self._lock:
             head = self.resolve(repo_id, branch)
             if parent is not None and parent != head:
-                raise HubError(412, "PreconditionFailed", f"parent commit {parent} is not the head {head}")
+                raise HubError(
+                    412, "PreconditionFailed", f"parent commit {parent} is not the head {head}"
+                )
             files = dict(self.files(repo_id, head))
             for path in delete:
                 files.pop(path, None)
@@ -163,8 +177,8 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002  (quiet)
-        pass
+    def log_message(self, format: str, *args) -> None:
+        """Stay quiet: tests read ``stats`` instead."""
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -178,7 +192,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         url = urlsplit(self.path)
         self.query = parse_qs(url.query)
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) if method == "POST" else b""
+        body = (
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if method == "POST"
+            else b""
+        )
         for route_method, pattern, name in _ROUTES:
             match = pattern.match(url.path)
             if route_method == method and match:
@@ -197,7 +215,9 @@ class _Handler(BaseHTTPRequestHandler):
         if token is not None and self.headers.get("Authorization") != f"Bearer {token}":
             raise HubError(401, "Unauthorized", "Invalid credentials in Authorization header")
 
-    def _send(self, status: int, body: bytes, headers: dict[str, str], *, length: int | None = None):
+    def _send(
+        self, status: int, body: bytes, headers: dict[str, str], *, length: int | None = None
+    ):
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)
@@ -226,8 +246,17 @@ class _Handler(BaseHTTPRequestHandler):
         store = self.server.hub.store
         commit = store.resolve(repo, rev)
         siblings = [{"rfilename": path} for path in sorted(store.files(repo, commit))]
-        self._json(200, {"id": repo, "modelId": repo, "sha": commit, "private": False,
-                         "siblings": siblings, "tags": []})
+        self._json(
+            200,
+            {
+                "id": repo,
+                "modelId": repo,
+                "sha": commit,
+                "private": False,
+                "siblings": siblings,
+                "tags": [],
+            },
+        )
 
     def _tree(self, *, repo: str, rev: str, path: str = "", body: bytes) -> None:
         store = self.server.hub.store
@@ -238,7 +267,7 @@ class _Handler(BaseHTTPRequestHandler):
         for name, info in sorted(store.files(repo, commit).items()):
             if not name.startswith(prefix):
                 continue
-            rest = name[len(prefix):]
+            rest = name[len(prefix) :]
             if "/" in rest and not recursive:
                 folders.add(prefix + rest.split("/")[0])
                 continue
@@ -254,8 +283,12 @@ class _Handler(BaseHTTPRequestHandler):
         info = store.files(repo, commit).get(path)
         if info is None:
             raise HubError(404, "EntryNotFound", f"{path} not found in {repo}@{commit}", commit)
-        headers = {"ETag": f'"{info["sha256"]}"', "X-Repo-Commit": commit, "Accept-Ranges": "bytes",
-                   "Content-Type": "application/octet-stream"}
+        headers = {
+            "ETag": f'"{info["sha256"]}"',
+            "X-Repo-Commit": commit,
+            "Accept-Ranges": "bytes",
+            "Content-Type": "application/octet-stream",
+        }
         if self.command == "HEAD":
             self._send(200, b"", headers, length=info["size"])
             return
@@ -300,8 +333,12 @@ class _Handler(BaseHTTPRequestHandler):
         store = self.server.hub.store
         existing = store.files(repo, store.resolve(repo, rev))
         files = [
-            {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-             "oid": existing.get(f["path"], {}).get("oid")}
+            {
+                "path": f["path"],
+                "uploadMode": "regular",
+                "shouldIgnore": False,
+                "oid": existing.get(f["path"], {}).get("oid"),
+            }
             for f in json.loads(body)["files"]
         ]
         self._json(200, {"files": files})
@@ -319,7 +356,11 @@ class _Handler(BaseHTTPRequestHandler):
             elif item["key"] != "header":
                 raise HubError(400, "BadRequest", f"unsupported commit operation {item['key']!r}")
         sha = self.server.hub.store.commit(
-            repo, rev, put=put, delete=delete, summary=header.get("summary", ""),
+            repo,
+            rev,
+            put=put,
+            delete=delete,
+            summary=header.get("summary", ""),
             parent=header.get("parentCommit"),
         )
         url = f"{self.server.hub.url}/{repo}/commit/{sha}"
@@ -350,7 +391,7 @@ class HubServer:
         self._drops: dict[str, int] = {}
         self._httpd = _Server(("127.0.0.1", port), _Handler)
         self._httpd.hub = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def url(self) -> str:
@@ -372,14 +413,37 @@ class HubServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def __enter__(self) -> HubServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
 
-if __name__ == "__main__":
+# ---- synthetic zoos for tests and benchmarks ---------------------------------------------------
+
+
+def make_entry(root: str | Path, name: str, files: dict[str, bytes], **fields):
+    """Write ``files`` under ``root`` and return a ``ModelEntry`` pinning them (sha256, size)."""
+    from zoo.manifest import ModelEntry
+
+    specs = []
+    for path, data in files.items():
+        (Path(root) / path).parent.mkdir(parents=True, exist_ok=True)
+        (Path(root) / path).write_bytes(data)
+        specs.append({"path": path, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
+    defaults = {"version": "1.0.0", "kind": "generalist", "diameter": 30.0}
+    return ModelEntry.model_validate({"name": name, **defaults, **fields, "files": specs})
+
+
+def write_zoo(root: str | Path, entries: list) -> Path:
+    """Write ``root/models.yaml`` listing ``entries``; returns its path."""
+    from zoo.manifest import Manifest, dump_manifest
+
+    return dump_manifest(Manifest(version=1, models=entries), Path(root) / "models.yaml")
+
+
+if __name__ == "__main__":  # pragma: no cover
     server = HubServer(sys.argv[1], port=int(sys.argv[2]) if len(sys.argv) > 2 else 0)
     print(server.url, flush=True)
     server._httpd.serve_forever()

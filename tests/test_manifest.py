@@ -32,26 +32,47 @@ SCHEMA_FILE = Path(__file__).resolve().parent.parent / "docs" / "models.schema.j
 
 
 def entry_data(name: str = "cpnet.generalist", **fields) -> dict:
-    data = {"name": name, "version": "1.0.0", "kind": "generalist", "diameter": 30.0,
-            "files": [{"path": f"{name}.safetensors", "sha256": SHA, "size": 10}]}
+    data = {
+        "name": name,
+        "version": "1.0.0",
+        "kind": "generalist",
+        "diameter": 30.0,
+        "files": [{"path": f"{name}.safetensors", "sha256": SHA, "size": 10}],
+    }
     return {**data, **fields}
 
 
 def full_entry() -> ModelEntry:
-    return ModelEntry.model_validate(entry_data(
-        "cpnet.tn1", version="1.2.0-rc1", aliases=["tn1"], kind="specialist",
-        description="TissueNet nuclei+cytoplasm specialist",
-        config={"channels": [2, 32, 64], "style": True}, channels=2, axes="cyx", diameter=17.5,
-        flow_params={"niter": 150, "flow_threshold": 0.6},
-        cluster={"id": 3, "name": "tissuenet", "centroid": [0.25, -0.5, 1.0]},
-        style_bank="style_bank.safetensors",
-        files=[{"path": "cpnet.tn1.safetensors", "sha256": SHA, "size": 10},
-               {"path": "style_bank.safetensors", "sha256": "cd" * 32, "size": 4}],
-        source={"repo_id": "cellzoo/cpnet.tn1", "revision": COMMIT},
-        training_data={"summary": "TissueNet train split", "datasets": ["tissuenet"], "images": 2580},
-        metrics={"ap50": 0.81, "ap75": 0.55}, license="BSD-3-Clause",
-        citation="Greenwald et al. 2022", parent="cpnet.generalist@1.0.0",
-    ))
+    return ModelEntry.model_validate(
+        entry_data(
+            "cpnet.tn1",
+            version="1.2.0-rc1",
+            aliases=["tn1"],
+            kind="specialist",
+            description="TissueNet nuclei+cytoplasm specialist",
+            config={"channels": [2, 32, 64], "style": True},
+            channels=2,
+            axes="cyx",
+            diameter=17.5,
+            flow_params={"niter": 150, "flow_threshold": 0.6},
+            cluster={"id": 3, "name": "tissuenet", "centroid": [0.25, -0.5, 1.0]},
+            style_bank="style_bank.safetensors",
+            files=[
+                {"path": "cpnet.tn1.safetensors", "sha256": SHA, "size": 10},
+                {"path": "style_bank.safetensors", "sha256": "cd" * 32, "size": 4},
+            ],
+            source={"repo_id": "cellzoo/cpnet.tn1", "revision": COMMIT},
+            training_data={
+                "summary": "TissueNet train split",
+                "datasets": ["tissuenet"],
+                "images": 2580,
+            },
+            metrics={"ap50": 0.81, "ap75": 0.55},
+            license="BSD-3-Clause",
+            citation="Greenwald et al. 2022",
+            parent="cpnet.generalist@1.0.0",
+        )
+    )
 
 
 def test_full_entry_round_trips_through_yaml(tmp_path: Path) -> None:
@@ -87,8 +108,19 @@ def test_source_must_pin_a_commit(revision: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["../evil.safetensors", "/etc/passwd", "a/../b.safetensors", "a\\b.safetensors",
-             ".complete", "a//b.safetensors", "C:/w.safetensors", "", "./w.safetensors", "a/.."],
+    "path",
+    [
+        "../evil.safetensors",
+        "/etc/passwd",
+        "a/../b.safetensors",
+        "a\\b.safetensors",
+        ".complete",
+        "a//b.safetensors",
+        "C:/w.safetensors",
+        "",
+        "./w.safetensors",
+        "a/..",
+    ],
 )
 def test_traversal_paths_are_refused(path: str) -> None:
     data = entry_data(files=[{"path": path, "sha256": SHA, "size": 1}])
@@ -113,8 +145,12 @@ def test_parse_ref() -> None:
 
 
 def test_errors_are_precise() -> None:
-    bad = entry_data("cpnet.bad", files=[{"path": "w.safetensors", "sha256": "nothex", "size": -1}],
-                     diameter=0, kind="bogus")
+    bad = entry_data(
+        "cpnet.bad",
+        files=[{"path": "w.safetensors", "sha256": "nothex", "size": -1}],
+        diameter=0,
+        kind="bogus",
+    )
     with pytest.raises(ManifestError) as info:
         parse_manifest({"version": 1, "models": [entry_data(), bad]})
     errors = info.value.errors
@@ -128,12 +164,28 @@ def test_errors_are_precise() -> None:
     ("fields", "message"),
     [
         ({"kind": "specialist"}, "needs a cluster"),
-        ({"style_bank": "bank.safetensors"}, "style_bank 'bank.safetensors' is not one of the files"),
-        ({"files": [{"path": "a.safetensors", "sha256": SHA, "size": 1},
-                    {"path": "b.safetensors", "sha256": SHA, "size": 1}]}, "set 'weights'"),
+        (
+            {"style_bank": "bank.safetensors"},
+            "style_bank 'bank.safetensors' is not one of the files",
+        ),
+        (
+            {
+                "files": [
+                    {"path": "a.safetensors", "sha256": SHA, "size": 1},
+                    {"path": "b.safetensors", "sha256": SHA, "size": 1},
+                ]
+            },
+            "set 'weights'",
+        ),
         ({"files": [{"path": "notes.txt", "sha256": SHA, "size": 1}]}, "no .safetensors or .onnx"),
-        ({"weights": "w.pt", "files": [{"path": "w.pt", "sha256": SHA, "size": 1}]}, "must be a .safetensors"),
-        ({"files": [{"path": "a.safetensors", "sha256": SHA, "size": 1}] * 2}, "duplicate file paths"),
+        (
+            {"weights": "w.pt", "files": [{"path": "w.pt", "sha256": SHA, "size": 1}]},
+            "must be a .safetensors",
+        ),
+        (
+            {"files": [{"path": "a.safetensors", "sha256": SHA, "size": 1}] * 2},
+            "duplicate file paths",
+        ),
         ({"aliases": ["cpnet.generalist"]}, "repeats the model's own name"),
         ({"axes": "cc"}, "repeat a letter"),
         ({"parent": "../x"}, "parent"),
@@ -147,7 +199,9 @@ def test_entry_consistency_checks(fields: dict, message: str) -> None:
 
 
 def test_onnx_only_weights_are_found() -> None:
-    entry = ModelEntry.model_validate(entry_data(files=[{"path": "net.onnx", "sha256": SHA, "size": 1}]))
+    entry = ModelEntry.model_validate(
+        entry_data(files=[{"path": "net.onnx", "sha256": SHA, "size": 1}])
+    )
     assert entry.weights_path == "net.onnx"
 
 
@@ -174,7 +228,9 @@ def test_yaml_errors_name_the_line(tmp_path: Path) -> None:
     path.write_text("version: 1\nmodels:\n  - name: [unclosed\n")
     problems = validate_manifest(path)
     assert len(problems) == 1 and problems[0].startswith("line ")
-    assert validate_manifest(tmp_path / "missing.yaml") == ["cannot read: No such file or directory"]
+    assert validate_manifest(tmp_path / "missing.yaml") == [
+        "cannot read: No such file or directory"
+    ]
     with pytest.raises(ManifestError, match="expected a mapping"):
         loads_manifest("- just\n- a list\n")
 
@@ -209,8 +265,16 @@ def test_version_ordering() -> None:
 
 def test_model_card_mentions_the_essentials() -> None:
     card = model_card(full_entry())
-    for text in ("# cpnet.tn1 1.2.0-rc1", "specialist", "3 (tissuenet)", "17.5 px", "ap50",
-                 "TissueNet train split", "cpnet.generalist@1.0.0", "style_bank.safetensors"):
+    for text in (
+        "# cpnet.tn1 1.2.0-rc1",
+        "specialist",
+        "3 (tissuenet)",
+        "17.5 px",
+        "ap50",
+        "TissueNet train split",
+        "cpnet.generalist@1.0.0",
+        "style_bank.safetensors",
+    ):
         assert text in card
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from zoo.data.shapes import ShapeParams, random_labels
+from zoo.data.synthetic import median_diameter
 from zoo.errors import InvalidParamsError, ZooError
 from zoo.flows import masks_to_flows
 from zoo.model import SegmentationModel
@@ -12,7 +13,6 @@ from zoo.train import (
     TrainConfig,
     TrainingImage,
     augment_batch,
-    cell_diameter,
     prepare_images,
     train,
 )
@@ -47,7 +47,7 @@ def test_images_with_few_cells_are_excluded():
     few = np.zeros((64, 64), np.int32)
     few[10:20, 10:20] = 1
     prepared = prepare_images([_Item(many, 0), _Item(few, 1)], n_in=2, config=TrainConfig())
-    assert len(prepared) == 1 and prepared[0].diameter == pytest.approx(cell_diameter(many))
+    assert len(prepared) == 1 and prepared[0].diameter == pytest.approx(median_diameter(many))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -57,7 +57,7 @@ def test_augmented_flows_follow_the_transformed_cells(seed):
         stack=(labels > 0)[None].astype(np.float32).repeat(2, 0),
         flows=masks_to_flows(labels),
         labels=labels,
-        diameter=cell_diameter(labels),
+        diameter=median_diameter(labels),
     )
     rng = np.random.default_rng(seed)
     _, flows, _ = augment_batch([item], tile=64, diam_mean=item.diameter, scale_range=0.0, rng=rng)

@@ -54,7 +54,8 @@ class ManifestError(ZooError, ValueError):
     def __init__(self, source: str, errors: list[str]) -> None:
         self.source = source
         self.errors = list(errors)
-        shown = "; ".join(self.errors[:5]) + (f"; … {len(self.errors) - 5} more" if len(self.errors) > 5 else "")
+        more = f"; … {len(self.errors) - 5} more" if len(self.errors) > 5 else ""
+        shown = "; ".join(self.errors[:5]) + more
         super().__init__(f"{source}: {shown}")
 
 

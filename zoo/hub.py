@@ -77,8 +77,10 @@ class HubSettings:
         object.__setattr__(self, "endpoint", self.endpoint.rstrip("/"))
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, saved_login: bool = True) -> HubSettings:
-        """Read ``HF_ENDPOINT`` and ``HF_TOKEN``; fall back to the saved ``huggingface-cli`` login."""
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, saved_login: bool = True
+    ) -> HubSettings:
+        """Read ``HF_ENDPOINT`` and ``HF_TOKEN``, else the saved ``hf auth login`` token."""
         env = os.environ if env is None else env
         token = env.get("HF_TOKEN") or None
         if token is None and saved_login:
@@ -101,10 +103,12 @@ def _hub_errors(action: str, hub: HubSettings) -> Iterator[None]:
         yield
     except ZooError:
         raise
-    except Exception as error:  # the boundary to huggingface_hub/httpx: wrap everything
+    except Exception as error:  # noqa: BLE001  (the boundary to huggingface_hub: wrap, not swallow)
         detail = hub.redact(" ".join(str(error).split()))[:400]
         logger.debug("%s failed: %s", action, type(error).__name__)
-        raise HubError(f"{action} failed at {hub.endpoint}: {type(error).__name__}: {detail}") from None
+        raise HubError(
+            f"{action} failed at {hub.endpoint}: {type(error).__name__}: {detail}"
+        ) from None
 
 
 def _api(hub: HubSettings):
@@ -170,32 +174,43 @@ def _read_index(api, repo_id: str, revision: str, *, missing_ok: bool = True) ->
 
     with tempfile.TemporaryDirectory(prefix="cellzoo-index-") as tmp:
         try:
-            path = api.hf_hub_download(repo_id, INDEX_FILE, revision=revision, local_dir=tmp,
-                                       cache_dir=Path(tmp) / ".hub")
+            path = api.hf_hub_download(
+                repo_id, INDEX_FILE, revision=revision, local_dir=tmp, cache_dir=Path(tmp) / ".hub"
+            )
         except EntryNotFoundError:
             if not missing_ok:
-                raise HubError(f"{repo_id}@{revision} has no {INDEX_FILE}: not a cellzoo registry repo") from None
+                raise HubError(
+                    f"{repo_id}@{revision} has no {INDEX_FILE}: not a cellzoo registry repo"
+                ) from None
             return Manifest(version=1, models=[])
         text = Path(path).read_text(encoding="utf-8")
     return loads_manifest(text, source=f"hf://{repo_id}@{revision}/{INDEX_FILE}")
 
 
-def card_text(entry: ModelEntry) -> str:
-    """The Hub model card of ``entry``: YAML metadata plus the Markdown of ``model_card``."""
+def card_text(entry: ModelEntry, *, base_model: str | None = None) -> str:
+    """The Hub model card of ``entry``: YAML metadata plus the Markdown of ``model_card``.
+
+    ``base_model`` is the Hub repo of the parent model, when it is published.
+    """
     from huggingface_hub import ModelCard, ModelCardData
 
     cellzoo = {
-        "name": entry.name, "version": entry.version, "kind": entry.kind,
-        "architecture": entry.architecture, "diameter": entry.diameter,
+        "name": entry.name,
+        "version": entry.version,
+        "kind": entry.kind,
+        "architecture": entry.architecture,
+        "diameter": entry.diameter,
         "cluster": entry.cluster.model_dump(exclude={"centroid"}) if entry.cluster else None,
-        "parent": entry.parent, "metrics": dict(entry.metrics) or None,
+        "parent": entry.parent,
+        "metrics": dict(entry.metrics) or None,
         "training_data": entry.training_data.model_dump() if entry.training_data else None,
     }
     data = ModelCardData(
         library_name="cellzoo",
-        license=entry.license,
+        license=entry.license.lower() if entry.license else None,  # Hub license ids are lowercase
         tags=["cellzoo", "cell-segmentation", "image-segmentation", entry.kind, entry.architecture],
         pipeline_tag="image-segmentation",
+        base_model=base_model,
         datasets=entry.training_data.datasets or None if entry.training_data else None,
         cellzoo={k: v for k, v in cellzoo.items() if v is not None},
     )
@@ -210,8 +225,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_push(entry: ModelEntry, index: Manifest, remote_files: set[str], *, repo_id: str,
-                force: bool) -> None:
+def _check_push(
+    entry: ModelEntry, index: Manifest, remote_files: set[str], *, repo_id: str, force: bool
+) -> None:
     """Refuse to overwrite a published version, or another model's files, without ``force``."""
     if force:
         return
@@ -236,8 +252,13 @@ def _local_files(registry: Registry, entry: ModelEntry) -> dict[str, Path]:
 
 
 def push(
-    name: str, registry: Registry, repo_id: str, *, hub: HubSettings,
-    index_repo: str | None = None, force: bool = False,
+    name: str,
+    registry: Registry,
+    repo_id: str,
+    *,
+    hub: HubSettings,
+    index_repo: str | None = None,
+    force: bool = False,
 ) -> str:
     """Publish model ``name`` of ``registry`` to Hub repo ``repo_id``; returns the new commit id.
 
@@ -261,34 +282,53 @@ def push(
     api = _api(hub)
     targets = [repo_id] + ([index_repo] if index_repo not in (None, repo_id) else [])
     with _hub_errors(f"push of {entry.ref} to {repo_id}", hub):
-        heads, indexes = {}, {}
-        for target in targets:
-            api.create_repo(target, exist_ok=True)
-            heads[target] = api.repo_info(target).sha
-            indexes[target] = _read_index(api, target, heads[target])
+        heads, indexes = _remote_state(api, targets)
         remote_files = set(api.list_repo_files(repo_id, revision=heads[repo_id]))
         for target in targets:
-            _check_push(entry, indexes[target], remote_files if target == repo_id else set(),
-                        repo_id=target, force=force)
-        commit = _commit_files(api, repo_id, entry, files, parent=heads[repo_id])
-        published = entry.model_copy(update={"source": Source(repo_id=repo_id, revision=commit),
-                                             "files": specs})
+            present = remote_files if target == repo_id else set()
+            _check_push(entry, indexes[target], present, repo_id=target, force=force)
+        card = card_text(entry, base_model=_base_model(registry, entry))
+        commit = _commit_files(api, repo_id, entry, files, parent=heads[repo_id], card=card)
+        source = Source(repo_id=repo_id, revision=commit)
+        published = entry.model_copy(update={"source": source, "files": specs})
         for target in targets:
-            _commit_index(api, target, indexes[target].replace(published),
-                          parent=commit if target == repo_id else heads[target])
+            parent = commit if target == repo_id else heads[target]
+            _commit_index(api, target, indexes[target].replace(published), parent=parent)
     registry.update(published)
     logger.info("pushed %s to %s at %s", entry.ref, repo_id, commit)
     return commit
 
 
-def _commit_files(api, repo_id: str, entry: ModelEntry, files: dict[str, Path], *, parent: str) -> str:
+def _remote_state(api, repos: list[str]) -> tuple[dict[str, str], dict[str, Manifest]]:
+    """Create each repo if needed; its head commit and its ``models.yaml`` index there."""
+    heads, indexes = {}, {}
+    for repo_id in repos:
+        api.create_repo(repo_id, exist_ok=True)
+        heads[repo_id] = api.repo_info(repo_id).sha
+        indexes[repo_id] = _read_index(api, repo_id, heads[repo_id])
+    return heads, indexes
+
+
+def _base_model(registry: Registry, entry: ModelEntry) -> str | None:
+    """The Hub repo of ``entry``'s parent, if the registry knows it as published."""
+    if entry.parent is None or entry.parent not in registry:
+        return None
+    source = registry.entry(entry.parent).source
+    return source.repo_id if source is not None else None
+
+
+def _commit_files(
+    api, repo_id: str, entry: ModelEntry, files: dict[str, Path], *, parent: str, card: str
+) -> str:
     from huggingface_hub import CommitOperationAdd
 
-    operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(f)) for p, f in files.items()]
-    operations.append(CommitOperationAdd(path_in_repo=CARD_FILE,
-                                         path_or_fileobj=card_text(entry).encode("utf-8")))
-    info = api.create_commit(repo_id, operations, commit_message=f"cellzoo: add {entry.ref}",
-                             parent_commit=parent)
+    operations = [
+        CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(f)) for p, f in files.items()
+    ]
+    operations.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card.encode()))
+    info = api.create_commit(
+        repo_id, operations, commit_message=f"cellzoo: add {entry.ref}", parent_commit=parent
+    )
     return info.oid
 
 
@@ -297,6 +337,7 @@ def _commit_index(api, repo_id: str, index: Manifest, *, parent: str) -> str:
 
     text = dumps_manifest(index).encode("utf-8")
     operation = CommitOperationAdd(path_in_repo=INDEX_FILE, path_or_fileobj=text)
-    info = api.create_commit(repo_id, [operation], commit_message="cellzoo: update models.yaml",
-                             parent_commit=parent)
+    info = api.create_commit(
+        repo_id, [operation], commit_message="cellzoo: update models.yaml", parent_commit=parent
+    )
     return info.oid

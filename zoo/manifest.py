@@ -59,7 +59,9 @@ KINDS: tuple[str, ...] = ("generalist", "specialist", "nuclei", "user")
 def check_name(name: str) -> str:
     """Return ``name`` if it is a valid model name (``^[a-z0-9][a-z0-9._-]{0,63}$``)."""
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise InvalidNameError(f"invalid model name {name!r}: use lowercase a-z, 0-9, '.', '_', '-'")
+        raise InvalidNameError(
+            f"invalid model name {name!r}: use lowercase a-z, 0-9, '.', '_', '-'"
+        )
     return name
 
 
@@ -289,7 +291,9 @@ class Manifest(_Record):
                 if alias in names:
                     raise ValueError(f"alias {alias!r} of {model.name!r} is also a model name")
                 if owner.setdefault(alias, model.name) != model.name:
-                    raise ValueError(f"alias {alias!r} names both {owner[alias]!r} and {model.name!r}")
+                    raise ValueError(
+                        f"alias {alias!r} names both {owner[alias]!r} and {model.name!r}"
+                    )
         return self
 
     def replace(self, entry: ModelEntry) -> Manifest:
@@ -324,7 +328,10 @@ def _entry_hint(loc: tuple, data: Any) -> str:
 def parse_manifest(data: Any, *, source: str = "<manifest>") -> Manifest:
     """Validate already-parsed YAML/JSON data; ``ManifestError`` lists every problem."""
     if not isinstance(data, dict):
-        raise ManifestError(source, [f"<root>: expected a mapping with 'version' and 'models', got {type(data).__name__}"])
+        raise ManifestError(
+            source,
+            [f"<root>: expected a mapping with 'version' and 'models', got {type(data).__name__}"],
+        )
     try:
         return Manifest.model_validate(data)
     except ValidationError as error:
@@ -436,9 +443,16 @@ def model_card(entry: ModelEntry) -> str:
     lines += ["", "## Files", "", "| path | size | sha256 |", "| --- | ---: | --- |"]
     lines += [f"| {f.path} | {f.size} | `{f.sha256}` |" for f in entry.files]
     fp = entry.flow_params
-    lines += ["", "## Post-processing defaults", "",
-              f"niter {fp.niter}, cellprob_threshold {fp.cellprob_threshold:g}, flow_threshold "
-              f"{fp.flow_threshold:g}, min_size {fp.min_size}, max_size_fraction {fp.max_size_fraction:g}"]
+    lines += [
+        "",
+        "## Post-processing defaults",
+        "",
+        (
+            f"niter {fp.niter}, cellprob_threshold {fp.cellprob_threshold:g}, "
+            f"flow_threshold {fp.flow_threshold:g}, min_size {fp.min_size}, "
+            f"max_size_fraction {fp.max_size_fraction:g}"
+        ),
+    ]
     if entry.training_data:
         data = entry.training_data
         lines += ["", "## Training data", ""] + ([data.summary] if data.summary else [])

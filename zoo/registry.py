@@ -129,8 +129,13 @@ class Registry:
     """
 
     def __init__(
-        self, manifest: Manifest, *, settings: Settings, source_dir: str | Path | None = None,
-        manifest_path: str | Path | None = None, hub: HubSettings | None = None,
+        self,
+        manifest: Manifest,
+        *,
+        settings: Settings,
+        source_dir: str | Path | None = None,
+        manifest_path: str | Path | None = None,
+        hub: HubSettings | None = None,
     ) -> None:
         self._manifest = manifest
         self.settings = settings
@@ -139,15 +144,23 @@ class Registry:
         self._hub = hub
 
     @classmethod
-    def from_path(cls, path: str | Path, *, settings: Settings, hub: HubSettings | None = None) -> Registry:
+    def from_path(
+        cls, path: str | Path, *, settings: Settings, hub: HubSettings | None = None
+    ) -> Registry:
         """The registry of the ``models.yaml`` at ``path``; its folder is the local source."""
         path = Path(path)
-        return cls(load_manifest(path), settings=settings, source_dir=path.parent,
-                   manifest_path=path, hub=hub)
+        return cls(
+            load_manifest(path),
+            settings=settings,
+            source_dir=path.parent,
+            manifest_path=path,
+            hub=hub,
+        )
 
     @classmethod
-    def embedded(cls, settings: Settings, *, path: str | Path | None = None,
-                 hub: HubSettings | None = None) -> Registry:
+    def embedded(
+        cls, settings: Settings, *, path: str | Path | None = None, hub: HubSettings | None = None
+    ) -> Registry:
         """The zoo shipped with cellzoo (``embedded_manifest_path()``, or ``path``).
 
         A missing file gives an empty registry (a source checkout before the zoo is trained).
@@ -155,8 +168,13 @@ class Registry:
         path = Path(path) if path is not None else embedded_manifest_path()
         if not path.is_file():
             logger.debug("no embedded manifest at %s: empty registry", path)
-            return cls(Manifest(version=1, models=[]), settings=settings, source_dir=path.parent,
-                       manifest_path=path, hub=hub)
+            return cls(
+                Manifest(version=1, models=[]),
+                settings=settings,
+                source_dir=path.parent,
+                manifest_path=path,
+                hub=hub,
+            )
         return cls.from_path(path, settings=settings, hub=hub)
 
     @property
@@ -176,8 +194,10 @@ class Registry:
     def list(self, kind: str | None = None, pattern: str | None = None) -> list[ModelEntry]:
         """Entries sorted by name then version, filtered by ``kind`` and a glob on the name."""
         entries = [
-            m for m in self._manifest.models
-            if (kind is None or m.kind == kind) and (pattern is None or fnmatch.fnmatchcase(m.name, pattern))
+            m
+            for m in self._manifest.models
+            if (kind is None or m.kind == kind)
+            and (pattern is None or fnmatch.fnmatchcase(m.name, pattern))
         ]
         return sorted(entries, key=lambda m: (m.name, version_key(m.version)))
 
@@ -214,7 +234,9 @@ class Registry:
         for model in versions:
             if model.version == version:
                 return model
-        raise UnknownModelError(ref, [m.ref for m in sorted(versions, key=lambda m: version_key(m.version))])
+        raise UnknownModelError(
+            ref, [m.ref for m in sorted(versions, key=lambda m: version_key(m.version))]
+        )
 
     def update(self, entry: ModelEntry) -> None:
         """Replace (or add) ``entry`` by ``name@version`` and save to ``manifest_path`` if set."""
@@ -265,8 +287,10 @@ class Registry:
 
         installed = self.resolve(ref)
         if installed.weights.suffix != ".safetensors":
-            raise ZooError(f"{installed.entry.ref}: {installed.weights.name} is not safetensors; "
-                           "load ONNX weights through the onnx backend")
+            raise ZooError(
+                f"{installed.entry.ref}: {installed.weights.name} is not safetensors; "
+                "load ONNX weights through the onnx backend"
+            )
         return SegmentationModel.load(installed.weights)
 
     def _installed(self, entry: ModelEntry, *, verify: bool) -> InstalledModel | None:
@@ -281,17 +305,21 @@ class Registry:
         for spec in entry.files:
             problem = file_problems(files[spec.path], spec, check_hash=verify)
             if problem is not None:
-                logger.warning("cached %s is damaged (%s); it will be pulled again", entry.ref, problem)
+                logger.warning(
+                    "cached %s is damaged (%s); it will be pulled again", entry.ref, problem
+                )
                 return None
         return InstalledModel(entry=entry, dir=directory, files=files)
 
     def _choose_source(self, entry: ModelEntry, source: Source) -> Literal["local", "hub"]:
         local = self.source_dir is not None and all(
-            (self.source_dir / f.path).is_file() for f in entry.files
+            _inside(self.source_dir, f.path).is_file() for f in entry.files
         )
         if source == "local" or (source == "auto" and local):
             if not local:
-                raise ZooError(f"{entry.ref}: files not all present in local source {self.source_dir}")
+                raise ZooError(
+                    f"{entry.ref}: files not all present in local source {self.source_dir}"
+                )
             return "local"
         if source not in ("auto", "hub"):
             raise ZooError(f"source must be auto, local or hub, got {source!r}")
@@ -315,14 +343,20 @@ class Registry:
         try:
             self._fetch(entry, origin, staging)
             self._verify(entry, staging)
-            marker = {"ref": entry.ref, "origin": origin, "files": [f.model_dump() for f in entry.files],
-                      "source": str(entry.source) if entry.source else None}
+            marker = {
+                "ref": entry.ref,
+                "origin": origin,
+                "files": [f.model_dump() for f in entry.files],
+                "source": str(entry.source) if entry.source else None,
+            }
             (staging / MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
             _swap_into_place(staging, final)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         logger.info("installed %s from %s into %s", entry.ref, origin, final)
-        return InstalledModel(entry=entry, dir=final, files={f.path: final / f.path for f in entry.files})
+        return InstalledModel(
+            entry=entry, dir=final, files={f.path: final / f.path for f in entry.files}
+        )
 
     def _fetch(self, entry: ModelEntry, origin: str, staging: Path) -> None:
         if origin == "hub":
@@ -335,11 +369,13 @@ class Registry:
         for spec in entry.files:
             target = _inside(staging, spec.path)
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(self.source_dir / spec.path, target)
+            shutil.copyfile(_inside(self.source_dir, spec.path), target)
 
     @staticmethod
     def _verify(entry: ModelEntry, staging: Path) -> None:
-        problems = [p for spec in entry.files if (p := file_problems(_inside(staging, spec.path), spec))]
+        problems = [
+            p for spec in entry.files if (p := file_problems(_inside(staging, spec.path), spec))
+        ]
         if problems:
             raise IntegrityError(f"{entry.ref}: nothing installed: {'; '.join(problems)}")
 
@@ -363,8 +399,10 @@ class _Lock:
         try:
             self._lock.acquire()
         except Timeout:
-            raise ZooError(f"timed out after {LOCK_TIMEOUT_S:.0f}s waiting for another pull of "
-                           f"{self._ref} ({self._lock.lock_file})") from None
+            raise ZooError(
+                f"timed out after {LOCK_TIMEOUT_S:.0f}s waiting for another pull of "
+                f"{self._ref} ({self._lock.lock_file})"
+            ) from None
 
     def __exit__(self, *exc) -> None:
         self._lock.release()

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from zoo.data.synthetic import median_diameter
 from zoo.errors import InvalidParamsError, ZooError
 from zoo.flows import masks_to_flows
 from zoo.model import NET_FLOW_SCALE, SegmentationModel, SizeRegressor
@@ -115,13 +116,6 @@ class TrainResult:
 ProgressFn = Callable[[int, int, float], None]
 
 
-def cell_diameter(labels: np.ndarray) -> float:
-    """Median equivalent diameter ``sqrt(4 area / pi)`` of the cells; 0.0 for none."""
-    areas = np.bincount(np.asarray(labels).ravel().astype(np.int64))[1:]
-    areas = areas[areas > 0]
-    return float(np.sqrt(4 * np.median(areas) / np.pi)) if len(areas) else 0.0
-
-
 def prepare_images(
     images: Sequence[Annotated], *, n_in: int, config: TrainConfig
 ) -> list[TrainingImage]:
@@ -137,7 +131,7 @@ def prepare_images(
                 stack=normalize(stack, *config.percentiles),
                 flows=masks_to_flows(labels),
                 labels=labels,
-                diameter=cell_diameter(labels),
+                diameter=median_diameter(labels),
             )
         )
     return prepared

@@ -1,0 +1,155 @@
+"""Pull benchmark: ``zoo pull --all`` from a Hub-compatible server, cold then warm.
+
+Usage:
+
+    .venv/bin/python bench/bench_pull.py [--models 8] [--size-mb 25]
+
+It builds a synthetic zoo (``--models`` models of ``--size-mb`` MB of random weights each, the
+specialists with a 1 MB style bank), starts the local Hub server of the tests
+(``tests/hubserver.py``, 127.0.0.1 only) and publishes every model with ``zoo.hub.push`` into
+its own repo plus one registry repo. Then, through the Registry API (what ``zoo pull --all``
+runs), it pulls every model of the registry repo's index into an empty cache (cold), and again
+(warm: every file re-hashed, nothing downloaded), and for comparison installs the same zoo
+from its local directory (the embedded-zoo path, offline). The server counts the requests it
+answers and the body bytes it sends: a warm pull must show 0 and 0.
+
+Prints a table and writes bench/results/pull.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+sys.path.insert(0, str(BENCH_DIR.parent / "tests"))
+
+from hubserver import HubServer, make_entry, write_zoo
+
+from zoo import hub
+from zoo.registry import Registry
+from zoo.settings import Settings
+
+
+def build_zoo(root: Path, n_models: int, size_mb: float) -> Path:
+    """A synthetic zoo: one generalist and ``n_models - 1`` specialists with style banks."""
+    size = int(size_mb * 1e6)
+    entries = [
+        make_entry(root, "cpnet.generalist", {"cpnet.generalist.safetensors": os.urandom(size)})
+    ]
+    for i in range(1, n_models):
+        name = f"cpnet.sp{i}"
+        files = {
+            f"{name}/{name}.safetensors": os.urandom(size),
+            f"{name}/style_bank.safetensors": os.urandom(1_000_000),
+        }
+        entries.append(
+            make_entry(
+                root,
+                name,
+                files,
+                kind="specialist",
+                style_bank=f"{name}/style_bank.safetensors",
+                cluster={"id": i, "name": f"cluster{i}"},
+            )
+        )
+    return write_zoo(root, entries)
+
+
+def pull_all(registry: Registry, server: HubServer | None) -> dict:
+    """``zoo pull --all``: every model of ``registry``; seconds, MB/s and what the server sent."""
+    if server is not None:
+        server.stats.reset()
+    total = sum(entry.size for entry in registry.list())
+    start = time.perf_counter()
+    for entry in registry.list():
+        registry.pull(entry.ref)
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": round(seconds, 3),
+        "mb": round(total / 1e6, 1),
+        "mb_per_s": round(total / 1e6 / seconds, 1),
+        "requests": server.stats.count if server else 0,
+        "bytes_served": server.stats.bytes_sent if server else 0,
+    }
+
+
+def run(n_models: int, size_mb: float) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-pull-") as tmp:
+        tmp = Path(tmp)
+        manifest = build_zoo(tmp / "zoo", n_models, size_mb)
+        with HubServer(tmp / "hubstore") as server:
+            settings = hub.HubSettings(endpoint=server.url, progress=False)
+            local = Registry.from_path(
+                manifest, settings=Settings(home=tmp / "publisher"), hub=settings
+            )
+            start = time.perf_counter()
+            for entry in local.list():
+                hub.push(
+                    entry.ref,
+                    local,
+                    f"bench/{entry.name}",
+                    hub=settings,
+                    index_repo="bench/registry",
+                )
+            push_s = time.perf_counter() - start
+            index = hub.fetch_remote_index("bench/registry", settings)
+            remote = Registry(index, settings=Settings(home=tmp / "cache"), hub=settings)
+            rows = {"hub cold": pull_all(remote, server), "hub warm": pull_all(remote, server)}
+        embedded = Registry.embedded(
+            Settings(home=tmp / "cache-local", offline=True), path=manifest
+        )
+        rows["local cold (offline)"] = pull_all(embedded, None)
+        rows["local warm (offline)"] = pull_all(embedded, None)
+    return {"models": n_models, "size_mb": size_mb, "push_all_s": round(push_s, 2), "rows": rows}
+
+
+def table(result: dict) -> str:
+    first = next(iter(result["rows"].values()))
+    lines = [
+        (
+            f"zoo pull --all: {result['models']} models, {first['mb']} MB, Hub server on "
+            f"127.0.0.1 (publishing them took {result['push_all_s']} s)"
+        ),
+        "",
+        "| pull | seconds | MB/s | server requests | bytes served |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, row in result["rows"].items():
+        served = (
+            "- | -" if name.startswith("local") else f"{row['requests']} | {row['bytes_served']:,}"
+        )
+        lines.append(f"| {name} | {row['seconds']:.2f} | {row['mb_per_s']:.0f} | {served} |")
+    warm = result["rows"]["hub warm"]
+    verdict = "PASS" if warm["requests"] == 0 and warm["bytes_served"] == 0 else "FAIL"
+    lines += [
+        "",
+        (
+            f"warm pull network transfer: {warm['requests']} requests, "
+            f"{warm['bytes_served']} bytes -> {verdict}"
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=8)
+    parser.add_argument("--size-mb", type=float, default=25.0)
+    args = parser.parse_args()
+    result = run(args.models, args.size_mb)
+    text = table(result)
+    print(text)
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / "pull.md").write_text(text + "\n")
+    (RESULTS_DIR / "pull.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
