@@ -298,7 +298,7 @@ def render_targets(targets: list[Target]) -> str:
     return "\n".join(lines)
 
 
-def machine_info(flows_module: Any) -> dict[str, Any]:
+def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "python": platform.python_version(),
@@ -316,6 +316,35 @@ def machine_info(flows_module: Any) -> dict[str, Any]:
         torch = sys.modules["torch"]
         info["torch"], info["torch_threads"] = torch.__version__, torch.get_num_threads()
     return info
+
+
+def build_report(results: list[SizeResult], targets: list[Target]) -> tuple[str, dict[str, Any]]:
+    """The markdown report and the JSON payload of the sizes measured so far."""
+    info = machine_info()
+    parts = [
+        "## Flows: ours vs cellpose 3.1.1.2 (CPU)",
+        render_table(results),
+        render_stages(results),
+        render_targets(targets),
+        f"Machine: {info['cpu_count']} CPUs, numba threads {info.get('numba_threads', '?')}, "
+        f"{info['platform']}; {info['date']}. Medians of the repeats; "
+        "flows→masks has flow QC on (flow_threshold=0.4), niter=200, min_size=15.",
+    ]
+    payload = {
+        "machine": info,
+        "cells": asdict(CELLS),
+        "params": FLOW_PARAMS,
+        "results": [
+            {
+                **asdict(row),
+                "masks_to_flows_speedup": row.masks_to_flows_speedup,
+                "flows_to_masks_speedup": row.flows_to_masks_speedup,
+            }
+            for row in results
+        ],
+        "targets": [{**asdict(t), "passed": t.passed} for t in targets],
+    }
+    return "\n\n".join(part for part in parts if part), payload
 
 
 def write_results(markdown: str, payload: dict[str, Any], out_dir: Path) -> None:
@@ -356,7 +385,7 @@ def main() -> int:
         return 2
     modules = _import_ours()
     warm_up_ours(modules[0])
-    results = []
+    results: list[SizeResult] = []
     with tempfile.TemporaryDirectory(prefix="bench-flows-") as tmp:
         for size in args.sizes:
             repeats = args.repeats or (3 if size <= 2048 else 1)
@@ -369,35 +398,11 @@ def main() -> int:
                     with_cellpose=not args.skip_cellpose,
                 )
             )
-    targets = check_targets(results)
-    info = machine_info(modules[0])
-    parts = [
-        "## Flows: ours vs cellpose 3.1.1.2 (CPU)",
-        render_table(results),
-        render_stages(results),
-        render_targets(targets),
-        f"Machine: {info['cpu_count']} CPUs, numba threads {info.get('numba_threads', '?')}, "
-        f"{info['platform']}; {info['date']}. Medians of the repeats; "
-        "flows→masks has flow QC on (flow_threshold=0.4), niter=200, min_size=15.",
-    ]
-    markdown = "\n\n".join(part for part in parts if part)
+            markdown, payload = build_report(results, check_targets(results))
+            write_results(markdown, payload, args.out_dir)  # after each size: a kill keeps rows
     print(markdown)
-    payload = {
-        "machine": info,
-        "cells": asdict(CELLS),
-        "params": FLOW_PARAMS,
-        "results": [
-            {
-                **asdict(row),
-                "masks_to_flows_speedup": row.masks_to_flows_speedup,
-                "flows_to_masks_speedup": row.flows_to_masks_speedup,
-            }
-            for row in results
-        ],
-        "targets": [{**asdict(t), "passed": t.passed} for t in targets],
-    }
-    write_results(markdown, payload, args.out_dir)
     _log(f"written: {args.out_dir / 'flows.md'}, {args.out_dir / 'flows.json'}")
+    targets = check_targets(results)
     failed = any(t.required and t.passed is False for t in targets)
     return 1 if args.strict and failed else 0
 

@@ -13,8 +13,8 @@ then meaningless but every stage runs on real sizes.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from zoo.data.shapes import ShapeParams, random_labels  # noqa: E402
 from zoo.model import SegmentationModel  # noqa: E402
 from zoo.nets.cpnet import NetConfig  # noqa: E402
-from zoo.predict import PredictParams, Predictor  # noqa: E402
+from zoo.predict import Predictor, PredictParams  # noqa: E402
 from zoo.settings import Settings  # noqa: E402
 
 WIDTHS = {"cellpose": (2, 32, 64, 128, 256), "small": (2, 16, 32, 64, 128)}
@@ -62,9 +62,10 @@ def main() -> None:
     for backend in args.backend:
         settings = Settings(backend=backend, device="cpu", home=Path(tempfile.mkdtemp()))
         predictor = Predictor(model, settings)
-        predictor.predict(image[:256, :256], params)  # warm-up: numba compile, ONNX export
+        predictor.predict(image[:768, :768], params)  # warm-up at full batches: compile, export
         runs[f"{backend}, batch 8"] = predictor.predict(image, params)
     naive = Predictor(model, Settings(device="cpu"))
+    naive.predict(image[:768, :768], replace(params, batch_size=1))
     runs["torch, batch 1 (reference)"] = naive.predict(image, replace(params, batch_size=1))
 
     print(f"image {args.size}², {len(model.net.state_dict())} tensors, "

@@ -15,7 +15,7 @@ from cli.main import app
 def build(
     root: Annotated[Path, typer.Option(help="Where models.yaml, weights/ and docs/ are written.")] = Path("."),
     seed: Annotated[int, typer.Option(help="Seed of data, training and clustering.")] = 0,
-    n_train: Annotated[int, typer.Option(help="Training images per style.")] = 64,
+    n_train: Annotated[int, typer.Option(help="Training images per style.")] = 48,
     n_test: Annotated[int, typer.Option(help="Held-out test images per style.")] = 12,
     epochs: Annotated[int | None, typer.Option(help="Generalist epochs (default: schedule).")] = None,
     specialist_epochs: Annotated[int | None, typer.Option(help="Specialist epochs.")] = None,
@@ -30,7 +30,13 @@ def build(
     from tqdm import tqdm
 
     from zoo.build import BuildConfig, build_zoo
-    from zoo.release import results_table, write_release, write_report
+    from zoo.release import (
+        README_START,
+        results_table,
+        with_zoo_table,
+        write_release,
+        write_report,
+    )
 
     config = BuildConfig(seed=seed, n_train=n_train, n_test=n_test)
     if epochs:
@@ -50,6 +56,10 @@ def build(
         report = build_zoo(config, progress=progress)
         manifest = write_release(report, config, root)
         write_report(report, config, root)
+        readme = root / "README.md"
+        if readme.is_file() and README_START in readme.read_text(encoding="utf-8"):
+            readme.write_text(with_zoo_table(readme.read_text(encoding="utf-8"), manifest),
+                              encoding="utf-8")
     typer.echo(results_table(report))
     typer.echo(f"wrote {len(manifest.models)} models to {root / 'models.yaml'}; "
                f"report in {root / 'docs' / 'zoo.md'}")

@@ -1,4 +1,4 @@
-"""Helpers shared by the ``zoo`` commands: settings, the zoo, channel parsing, errors."""
+"""Helpers shared by the ``zoo`` commands: opening the zoo, one-line errors."""
 
 from __future__ import annotations
 
@@ -17,14 +17,6 @@ def errors_as_one_line() -> Iterator[None]:
         yield
     except (ZooError, ValueError, FileNotFoundError) as error:
         fail(str(error))
-
-
-def parse_channels(text: str) -> tuple[int, int | None]:
-    """``"0"`` → ``(0, None)``; ``"0,1"`` → ``(0, 1)``."""
-    parts = [p.strip() for p in text.split(",")]
-    if not 1 <= len(parts) <= 2 or not all(p.isdigit() for p in parts):
-        raise ValueError(f"--channels must be 'CYTO' or 'CYTO,NUCLEUS' (indices), got {text!r}")
-    return int(parts[0]), int(parts[1]) if len(parts) == 2 else None
 
 
 def open_zoo(manifest: Path | None = None, *, backend: str | None = None):

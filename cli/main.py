@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -42,7 +41,7 @@ def main(
 
 
 def _register_commands() -> None:
-    from cli import build, registry, route, segment  # noqa: F401  (register their commands)
+    from cli import build, evaluate, registry, route, segment, serve, train  # noqa: F401
 
 
 _register_commands()

@@ -8,9 +8,10 @@ from typing import Annotated
 
 import typer
 
-from cli.common import errors_as_one_line, open_zoo, parse_channels
+from cli.common import errors_as_one_line, open_zoo
 from cli.main import app, fail
 from zoo.errors import ZooError
+from zoo.preprocess import parse_channels
 
 
 @app.command()
@@ -18,7 +19,7 @@ def route(
     images: Annotated[list[Path], typer.Argument(help="Image files (TIFF, PNG, JPEG).")],
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     channels: Annotated[str, typer.Option(help="Cytoplasm[,nucleus] channel indices.")] = "0",
-    manifest: Annotated[Path | None, typer.Option(help="Use this models.yaml.")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="Use this models.yaml.", envvar="ZOO_MANIFEST")] = None,
 ) -> None:
     """Print the model chosen for each image, with vote confidence, distance and OOD flag."""
     from zoo import io

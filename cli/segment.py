@@ -7,10 +7,11 @@ from typing import Annotated
 
 import typer
 
-from cli.common import errors_as_one_line, open_zoo, parse_channels
+from cli.common import errors_as_one_line, open_zoo
 from cli.main import app, fail
 from zoo.errors import ZooError
 from zoo.io import OUTPUT_SUFFIXES
+from zoo.preprocess import parse_channels
 
 FORMATS = tuple(OUTPUT_SUFFIXES)
 
@@ -31,7 +32,7 @@ def segment(
         str, typer.Option(help="Cytoplasm channel, optionally ',nucleus channel' (e.g. 0,1).")
     ] = "0",
     backend: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
-    manifest: Annotated[Path | None, typer.Option(help="Use this models.yaml.")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="Use this models.yaml.", envvar="ZOO_MANIFEST")] = None,
 ) -> None:
     """Segment IMAGES and write <stem>_masks.tif (or the chosen format) into OUT."""
     from zoo import io

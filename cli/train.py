@@ -20,7 +20,7 @@ def train(
     learning_rate: Annotated[float, typer.Option(help="Peak learning rate (SGD).")] = 0.1,
     diameter: Annotated[float, typer.Option(help="Mean diameter of a new model (ignored with --from).")] = 30.0,
     fmt: Annotated[str, typer.Option("--format", help="auto, cellpose, coco or tissuenet.")] = "auto",
-    manifest: Annotated[Path | None, typer.Option(help="Register in this models.yaml (default: the embedded one).")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="Register in this models.yaml (default: the embedded one).", envvar="ZOO_MANIFEST")] = None,
 ) -> None:
     """Train a model on annotated IMAGES and register it as NAME (kind: user)."""
     from tqdm import tqdm

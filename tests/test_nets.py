@@ -4,13 +4,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import SMALL
 
 from zoo.backends import export_onnx
 from zoo.errors import InvalidParamsError, ZooError
 from zoo.model import SegmentationModel, SizeRegressor
 from zoo.nets.cpnet import CPNet, NetConfig, count_parameters
-
-from conftest import SMALL
 
 
 def test_cellpose_width_has_about_6_6m_parameters():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SMALL
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -25,8 +26,6 @@ from zoo.release import write_release
 from zoo.router import embed_many
 from zoo.settings import Settings
 from zoo.train import TrainConfig
-
-from conftest import SMALL
 
 STYLES = ("nuclei", "phase", "tissue")
 
@@ -135,3 +134,25 @@ def test_build_zoo_runs_every_step_at_toy_size():
     methods = {s.method for s in report.scores}
     assert {"generalist", "routed", "oracle"} <= methods
     assert 0 <= report.routing_accuracy <= 1
+
+
+def test_cli_eval_on_a_cellpose_folder_writes_table_csv_and_plot(zoo_root: Path, tmp_path: Path,
+                                                                 monkeypatch):
+    import tifffile
+
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for index in range(2):
+        sample = generate("nuclei", seed=300 + index, shape=(64, 64))
+        tifffile.imwrite(folder / f"im{index}_img.tif", sample.image[..., 0])
+        tifffile.imwrite(folder / f"im{index}_masks.tif", sample.labels.astype(np.uint16))
+    csv_path, plot = tmp_path / "scores.csv", tmp_path / "ap.png"
+    result = CliRunner().invoke(app, ["eval", str(folder), "--model", GENERALIST, "--channels", "0",
+                                      "--csv", str(csv_path), "--plot", str(plot),
+                                      "--manifest", str(zoo_root / "models.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "| TOTAL |" in result.stdout
+    rows = csv_path.read_text().splitlines()
+    assert rows[0].startswith("image,model,ap@0.5") and len(rows) == 4
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -7,7 +7,7 @@ from zoo.backends import OnnxRunner, TorchRunner, export_onnx
 from zoo.errors import InvalidImageError, InvalidParamsError
 from zoo.flows import FlowParams
 from zoo.model import SegmentationModel, SizeRegressor
-from zoo.predict import PredictParams, Predictor
+from zoo.predict import Predictor, PredictParams
 from zoo.settings import Settings
 
 NO_QC = FlowParams(flow_threshold=0.0)

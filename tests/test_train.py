@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL
 
 from zoo.data.shapes import ShapeParams, random_labels
 from zoo.data.synthetic import median_diameter
@@ -16,8 +17,6 @@ from zoo.train import (
     prepare_images,
     train,
 )
-
-from conftest import SMALL
 
 
 class _Item:

@@ -23,6 +23,14 @@ _EXPORTS = {
     "Prediction": "zoo.predict",
     "Predictor": "zoo.predict",
     "Settings": "zoo.settings",
+    "embed": "zoo.router",
+    "Router": "zoo.router",
+    "RouteResult": "zoo.router",
+    "StyleBank": "zoo.cluster",
+    "ClusterParams": "zoo.cluster",
+    "build_style_bank": "zoo.cluster",
+    "Registry": "zoo.registry",
+    "Zoo": "zoo.pipeline",
 }
 
 __all__ = ["__version__", *_EXPORTS]

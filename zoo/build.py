@@ -14,16 +14,15 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from zoo.cluster import ClusterParams, StyleBank, build_style_bank
 from zoo.data.synthetic import STYLES, Sample, generate_dataset
-from zoo.metrics import match_counts, aggregate
+from zoo.metrics import aggregate, match_counts
 from zoo.model import SegmentationModel
 from zoo.nets.cpnet import NetConfig
-from zoo.predict import PredictParams, Predictor
+from zoo.predict import Predictor, PredictParams
 from zoo.router import Router, embed_many
 from zoo.settings import Settings
 from zoo.train import TrainConfig, fit_size_model, train
@@ -38,13 +37,13 @@ SYNTHETIC_PARAMS = PredictParams(cyto_channel=0, nucleus_channel=1)
 
 
 def _generalist_schedule() -> TrainConfig:
-    return TrainConfig(epochs=40, optimizer="adamw", learning_rate=2e-3, weight_decay=1e-4,
-                       warmup_epochs=2, anneal_epochs=10, anneal_every=4, tile=128)
+    return TrainConfig(epochs=50, optimizer="adamw", learning_rate=2e-3, weight_decay=1e-4,
+                       warmup_epochs=2, anneal_epochs=12, anneal_every=4, tile=96)
 
 
 def _specialist_schedule() -> TrainConfig:
-    return TrainConfig(epochs=20, optimizer="adamw", learning_rate=5e-4, weight_decay=1e-4,
-                       warmup_epochs=1, anneal_epochs=6, anneal_every=3, tile=128)
+    return TrainConfig(epochs=40, optimizer="adamw", learning_rate=5e-4, weight_decay=1e-4,
+                       warmup_epochs=1, anneal_epochs=12, anneal_every=4, tile=96)
 
 
 @dataclass(frozen=True)
@@ -67,10 +66,10 @@ class BuildConfig:
 
     seed: int = 0
     shape: tuple[int, int] = (256, 256)
-    n_train: int = 64
+    n_train: int = 48
     n_test: int = 12
     width: tuple[int, ...] = (2, 16, 32, 64, 128)
-    diam_mean: float = 30.0
+    diam_mean: float = 17.0
     nuclei_diam_mean: float = 17.0
     generalist: TrainConfig = field(default_factory=_generalist_schedule)
     specialist: TrainConfig = field(default_factory=_specialist_schedule)
@@ -170,7 +169,15 @@ def build_zoo(config: BuildConfig | None = None, *, progress: StepFn | None = No
     return report
 
 
-def _train(model, images, schedule, name, progress, *, fit_size: bool = True) -> list[float]:
+def _train(
+    model: SegmentationModel,
+    images: Sequence[Sample],
+    schedule: TrainConfig,
+    name: str,
+    progress: StepFn | None,
+    *,
+    fit_size: bool = True,
+) -> list[float]:
     log.info("training %s on %d images", name, len(images))
     callback = None if progress is None else (lambda e, n, loss: progress(name, e, n, loss))
     result = train(model, images, schedule, progress=callback)
@@ -179,7 +186,16 @@ def _train(model, images, schedule, name, progress, *, fit_size: bool = True) ->
     return result.losses
 
 
-def _fine_tune(parent, images, schedule, name, progress, losses, *, diam_mean=None):
+def _fine_tune(
+    parent: SegmentationModel,
+    images: Sequence[Sample],
+    schedule: TrainConfig,
+    name: str,
+    progress: StepFn | None,
+    losses: dict[str, list[float]],
+    *,
+    diam_mean: float | None = None,
+) -> SegmentationModel:
     model = copy.deepcopy(parent)
     if diam_mean is not None:
         model.diam_mean = diam_mean
@@ -227,12 +243,3 @@ def _oracle_specialists(report: BuildReport) -> dict[str, str]:
         cluster = int(np.bincount(labels).argmax())
         oracle[style] = report.specialists.get(cluster, GENERALIST)
     return oracle
-
-
-def save_zoo(report: BuildReport, weights_dir: Path, *, half: bool = True) -> dict[str, Path]:
-    """Write every model (fp16 by default) and the style bank into ``weights_dir``."""
-    weights_dir.mkdir(parents=True, exist_ok=True)
-    paths = {name: model.save(weights_dir / f"{name}.safetensors", half=half)
-             for name, model in report.models.items()}
-    paths["style_bank"] = report.bank.save(weights_dir / "style_bank.safetensors")
-    return paths

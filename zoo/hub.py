@@ -22,7 +22,6 @@ appears in a log line or an error message.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -45,6 +44,7 @@ from zoo.manifest import (
     loads_manifest,
     model_card,
 )
+from zoo.registry import sha256_file
 
 if TYPE_CHECKING:
     from zoo.registry import Registry
@@ -217,14 +217,6 @@ def card_text(entry: ModelEntry, *, base_model: str | None = None) -> str:
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{model_card(entry)}"))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_push(
     entry: ModelEntry, index: Manifest, remote_files: set[str], *, repo_id: str, force: bool
 ) -> None:
@@ -278,7 +270,7 @@ def push(
     if reserved:
         raise PushRefusedError(f"{entry.ref}: file names {reserved} are reserved on the Hub repo")
     files = _local_files(registry, entry)
-    specs = [FileSpec(path=p, sha256=_sha256(f), size=f.stat().st_size) for p, f in files.items()]
+    specs = [FileSpec(path=p, sha256=sha256_file(f), size=f.stat().st_size) for p, f in files.items()]
     api = _api(hub)
     targets = [repo_id] + ([index_repo] if index_repo not in (None, repo_id) else [])
     with _hub_errors(f"push of {entry.ref} to {repo_id}", hub):

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
 from zoo.errors import InvalidParamsError, ZooError
 from zoo.flows import FlowParams

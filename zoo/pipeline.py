@@ -17,9 +17,9 @@ import numpy as np
 from zoo.cluster import StyleBank
 from zoo.errors import ZooError
 from zoo.model import SegmentationModel
-from zoo.predict import PredictParams, Prediction, Predictor
+from zoo.predict import Prediction, Predictor, PredictParams
 from zoo.registry import Registry
-from zoo.router import RouteResult, Router, embed
+from zoo.router import Router, RouteResult, embed
 from zoo.settings import Settings
 
 log = logging.getLogger(__name__)

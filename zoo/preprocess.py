@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zoo.errors import InvalidImageError
+from zoo.errors import InvalidImageError, InvalidParamsError
 
 
 def select_channels(
@@ -68,3 +68,11 @@ def resize(stack: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def scaled_shape(shape: tuple[int, int], scale: float) -> tuple[int, int]:
     """``shape`` multiplied by ``scale``, rounded, at least 1 pixel per side."""
     return max(1, int(round(shape[0] * scale))), max(1, int(round(shape[1] * scale)))
+
+
+def parse_channels(text: str) -> tuple[int, int | None]:
+    """``"0"`` → ``(0, None)``; ``"0,1"`` → ``(0, 1)`` (cytoplasm, optional nucleus index)."""
+    parts = [p.strip() for p in text.split(",")]
+    if not 1 <= len(parts) <= 2 or not all(p.isdigit() for p in parts):
+        raise InvalidParamsError(f"channels must be 'CYTO' or 'CYTO,NUCLEUS' (indices), got {text!r}")
+    return int(parts[0]), int(parts[1]) if len(parts) == 2 else None

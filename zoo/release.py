@@ -17,7 +17,15 @@ from pathlib import Path
 import numpy as np
 
 from zoo.build import EVAL_THRESHOLDS, GENERALIST, NUCLEI, BuildConfig, BuildReport
-from zoo.manifest import Cluster, FileSpec, Manifest, ModelEntry, TrainingData, dump_manifest, model_card
+from zoo.manifest import (
+    Cluster,
+    FileSpec,
+    Manifest,
+    ModelEntry,
+    TrainingData,
+    dump_manifest,
+    model_card,
+)
 from zoo.registry import sha256_file
 
 VERSION = "1.0.0"
@@ -182,3 +190,25 @@ style bank; *oracle*: the specialist of the cluster that holds the image's style
     path = root / "docs" / "zoo.md"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+README_START, README_END = "<!-- zoo-table:start -->", "<!-- zoo-table:end -->"
+
+
+def zoo_table(manifest: Manifest) -> str:
+    """The README's model table, generated from ``models.yaml``."""
+    lines = ["| model | kind | cluster | diameter | AP@0.5 | AP@0.75 | AP@0.9 | size |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for entry in manifest.models:
+        cluster = f"{entry.cluster.id} ({entry.cluster.name})" if entry.cluster else "-"
+        aps = [entry.metrics.get(f"ap@{t}") for t in ("0.5", "0.75", "0.9")]
+        cells = " | ".join("-" if v is None else f"{v:.3f}" for v in aps)
+        lines.append(f"| `{entry.name}` | {entry.kind} | {cluster} | {entry.diameter:g} | "
+                     f"{cells} | {entry.size / 1e6:.1f} MB |")
+    return "\n".join(lines)
+
+
+def with_zoo_table(readme: str, manifest: Manifest) -> str:
+    """``readme`` with the text between the zoo-table markers replaced by ``zoo_table``."""
+    start, end = readme.index(README_START) + len(README_START), readme.index(README_END)
+    return readme[:start] + "\n" + zoo_table(manifest) + "\n" + readme[end:]

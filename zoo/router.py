@@ -21,15 +21,15 @@ the median for 10,000 vectors 12-16 ms instead of 0.7 ms (bench/bench_router.py)
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from zoo.cluster import StyleBank
+from zoo.cluster import StyleBank, normalize_styles
 from zoo.errors import InvalidParamsError
-from zoo.predict import PredictParams, Predictor
+from zoo.predict import Predictor, PredictParams
 from zoo.preprocess import resize, scaled_shape
 from zoo.tiling import extract_tiles, plan_tiles
 
@@ -219,13 +219,7 @@ class Router:
             raise InvalidParamsError(
                 f"styles must be shaped (M, {self.bank.style_dim}), got {styles.shape}"
             )
-        if not np.all(np.isfinite(styles)):
-            raise InvalidParamsError("styles contain NaN or infinite values")
-        norms = np.linalg.norm(styles, axis=1, keepdims=True)
-        zero = np.flatnonzero(norms[:, 0] == 0)
-        if zero.size:
-            raise InvalidParamsError(f"styles at rows {zero[:5].tolist()} are zero vectors")
-        return styles / norms
+        return normalize_styles(styles)
 
     def _vote(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Winning cluster, its vote count and the nearest distance for each query row."""

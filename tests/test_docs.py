@@ -1,0 +1,40 @@
+"""The README tells the truth: its zoo table matches models.yaml, its commands exist."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from zoo.manifest import load_manifest
+from zoo.release import with_zoo_table
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+
+
+@pytest.mark.skipif(not (ROOT / "models.yaml").is_file(), reason="no shipped zoo")
+def test_zoo_table_is_generated_from_models_yaml():
+    text = README.read_text(encoding="utf-8")
+    expected = with_zoo_table(text, load_manifest(ROOT / "models.yaml"))
+    assert text == expected, "README zoo table is stale: run `zoo build` or regenerate it"
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_second():
+    first_block = README.read_text(encoding="utf-8").split("```")[1]
+    commands = [line.split("#")[0].strip() for line in first_block.splitlines()[1:] if line.strip()]
+    assert commands == ["make demo", "make test"]
+    assert "make test" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_every_zoo_command_in_the_readme_exists():
+    text = README.read_text(encoding="utf-8")
+    used = set(re.findall(r"^zoo ([a-z]+)", text, flags=re.MULTILINE))
+    assert used, "the README shows no zoo command"
+    registered = {c.name or c.callback.__name__ for c in app.registered_commands}
+    assert used <= registered, f"README names commands that do not exist: {used - registered}"
+    for command in sorted(used):
+        assert CliRunner().invoke(app, [command, "--help"]).exit_code == 0
