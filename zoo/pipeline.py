@@ -63,12 +63,11 @@ class Zoo:
 
     def predictor(self, ref: str) -> Predictor:
         """The predictor of model ``ref`` (a registry name/alias or a ``.safetensors`` path)."""
-        key = ref
-        if key in self._predictors:
-            self._predictors.move_to_end(key)
-            return self._predictors[key]
+        if ref in self._predictors:
+            self._predictors.move_to_end(ref)
+            return self._predictors[ref]
         predictor = Predictor(self._load(ref), self.settings)
-        self._predictors[key] = predictor
+        self._predictors[ref] = predictor
         while len(self._predictors) > self.max_loaded:
             evicted, _ = self._predictors.popitem(last=False)
             log.info("unloaded %s (LRU)", evicted)
