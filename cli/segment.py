@@ -1,65 +1,157 @@
-"""``zoo segment``: images in, label images (and overlays) out."""
+"""``zoo segment``: images in, label images (and overlays) out, locally or through a service."""
 
 from __future__ import annotations
 
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cli.common import errors_as_one_line, open_zoo
+from cli.batch import Failure, Outcome, Outputs, Record, Summary, plan
+from cli.common import errors_as_one_line, expand_inputs, open_zoo
 from cli.main import app, fail
-from zoo.errors import ZooError
 from zoo.io import OUTPUT_SUFFIXES
-from zoo.preprocess import parse_channels
 
 FORMATS = tuple(OUTPUT_SUFFIXES)
 
 
 @app.command()
 def segment(
-    images: Annotated[list[Path], typer.Argument(help="Image files (TIFF, PNG, JPEG).")],
-    model: Annotated[
-        str, typer.Option(help="'auto' (route each image), a registry name, or a .safetensors file.")
-    ] = "auto",
-    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("out"),
+    paths: Annotated[list[str], typer.Argument(
+        help="Image files, folders (searched recursively) or glob patterns ('data/**/*.tif').",
+        show_default=False)],
+    model: Annotated[str, typer.Option(
+        help="'auto' (route each image), a registry name, or a .safetensors file.")] = "auto",
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("out"),
     fmt: Annotated[str, typer.Option("--format", help=f"One of {', '.join(FORMATS)}.")] = "tiff",
     overlay: Annotated[bool, typer.Option(help="Also write <stem>_overlay.png.")] = False,
-    diameter: Annotated[
-        float | None, typer.Option(help="Cell diameter in pixels (default: estimate).")
-    ] = None,
-    channels: Annotated[
-        str, typer.Option(help="Cytoplasm channel, optionally ',nucleus channel' (e.g. 0,1).")
-    ] = "0",
-    backend: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
-    manifest: Annotated[Path | None, typer.Option(help="Use this models.yaml.", envvar="ZOO_MANIFEST")] = None,
+    diameter: Annotated[float | None, typer.Option(
+        help="Cell diameter in pixels (default: estimate).")] = None,
+    channels: Annotated[str, typer.Option(
+        help="Cytoplasm channel, optionally ',nucleus channel' (e.g. 0,1).")] = "0",
+    workers: Annotated[int | None, typer.Option(
+        help="Post-processing threads (with --server: concurrent requests); default: CPUs.",
+        show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option(
+        help="Redo images whose outputs exist (default: skip them).")] = False,
+    server: Annotated[str | None, typer.Option(
+        help="Send images to the cellzoo service at this URL instead of computing here.",
+        show_default=False)] = None,
+    backend: Annotated[str, typer.Option(help="torch or onnx (local only).")] = "torch",
+    manifest: Annotated[Path | None, typer.Option(
+        help="Use this models.yaml (local only).", envvar="ZOO_MANIFEST")] = None,
 ) -> None:
-    """Segment IMAGES and write <stem>_masks.tif (or the chosen format) into OUT."""
-    from zoo import io
+    """Segment images; write <stem>_masks.tif (or --format), overlays and summary.csv into OUT.
+
+    Images whose outputs already exist in OUT are skipped (resume) unless --overwrite.
+    Outputs are named by file stem: a second input with a stem already taken fails.
+    An unreadable image is reported and skipped; the exit code is 1 if any image failed.
+    """
     from zoo.predict import PredictParams
+    from zoo.preprocess import parse_channels
 
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    workers = workers if workers is not None else os.cpu_count() or 2
+    if workers < 1:
+        fail(f"--workers must be >= 1, got {workers}")
     with errors_as_one_line():
         cyto, nucleus = parse_channels(channels)
         params = PredictParams(diameter=diameter, cyto_channel=cyto, nucleus_channel=nucleus)
-        zoo = open_zoo(manifest, backend=backend)
+    inputs = expand_inputs(paths)
+    outputs = Outputs(out, fmt, overlay)
+    work = plan(inputs.images, outputs, overwrite=overwrite)
+    failures = [Failure(Path(p), "no such file or folder, and no file matches it")
+                for p in inputs.unmatched] + work.clashes
+    for failure in failures:
+        typer.echo(f"error: {failure.line()}", err=True)
     out.mkdir(parents=True, exist_ok=True)
-    failures = []
-    for path in images:
-        try:
-            image = io.read_image(path)
-            result = zoo.segment(image, model=model, params=params)
-            labels = result.prediction.labels
-            written = io.write_segmentation(out, path.stem, labels, fmt)
-            if overlay:
-                io.write_png(out / f"{path.stem}_overlay.png", io.overlay(image, labels))
-        except (ZooError, FileNotFoundError) as error:
-            typer.echo(f"error: {path}: {error}", err=True)
-            failures.append(path)
-            continue
-        routed = f" (routed: {result.route.reason})" if result.route else ""
-        typer.echo(f"{path}: {result.prediction.n_cells} cells with {result.model}, "
-                   f"diameter {result.prediction.diameter:.1f} → {written}{routed}")
+    start = time.perf_counter()
+    if server:
+        from cli.remote import RemoteParams
+
+        form = RemoteParams(model=model, channels=channels, diameter=diameter)
+        outcomes = _remote(server, work.todo, outputs, form, workers=workers)
+    else:
+        from cli.batch import segment_local
+
+        zoo = _zoo(model, backend, manifest, check=bool(work.todo))
+        outcomes = segment_local(zoo, work.todo, outputs=outputs, model=model, params=params,
+                                 workers=workers)
+    records = _collect(outcomes, len(work.todo), out, failures)
+    _report(records, work.skipped, time.perf_counter() - start, out)
     if failures:
-        fail(f"{len(failures)} of {len(images)} image(s) failed: {', '.join(map(str, failures))}")
+        total = len(inputs.images) + len(inputs.unmatched)
+        fail(f"{len(failures)} of {total} input(s) failed: "
+             f"{', '.join(str(f.image) for f in failures)}")
+
+
+def _zoo(model: str, backend: str, manifest: Path | None, *, check: bool):
+    """The local zoo; with ``check``, fail now, in one line, on an unknown model or a zoo
+    without a router, rather than once per image."""
+    with errors_as_one_line():
+        zoo = open_zoo(manifest, backend=backend)
+        if check and model == "auto":
+            zoo.router  # noqa: B018
+        elif check:
+            zoo.predictor(model)
+    return zoo
+
+
+def _remote(url: str, todo: list[Path], outputs: Outputs, form, *,
+            workers: int) -> Iterator[Outcome]:
+    """Outcomes from the service at ``url``; fails now when nothing answers there."""
+    from cli.remote import ServiceClient, segment_remote
+
+    client = ServiceClient(url)
+    if todo:
+        with errors_as_one_line():
+            client.check()
+    outcomes = segment_remote(client, todo, outputs=outputs, params=form, workers=workers)
+    return _closing(outcomes, client)
+
+
+def _closing(outcomes: Iterator[Outcome], client) -> Iterator[Outcome]:
+    try:
+        yield from outcomes
+    finally:
+        client.close()
+
+
+def _collect(outcomes: Iterator[Outcome], total: int, out: Path,
+             failures: list[Failure]) -> list[Record]:
+    """Drain ``outcomes`` behind a progress bar; rows go to summary.csv as they arrive."""
+    from tqdm import tqdm
+
+    records: list[Record] = []
+    if total == 0:
+        return records
+    summary = Summary(out)
+    try:
+        with tqdm(total=total, desc="segment", unit="image", file=sys.stderr,
+                  dynamic_ncols=True) as bar:
+            for outcome in outcomes:
+                if isinstance(outcome, Failure):
+                    failures.append(outcome)
+                    tqdm.write(f"error: {outcome.line()}", file=sys.stderr)
+                else:
+                    records.append(outcome)
+                    summary.add(outcome)
+                bar.update(1)
+    finally:
+        summary.close()
+    return records
+
+
+def _report(records: list[Record], skipped: list[Path], seconds: float, out: Path) -> None:
+    rate = f" ({len(records) / seconds:.2f} images/s)" if records and seconds > 0 else ""
+    typer.echo(f"segmented {len(records)} image(s) in {seconds:.1f} s{rate} → {out}")
+    if skipped:
+        typer.echo(f"{len(skipped)} skipped (already done)")
+    for name, count in sorted(Counter(r.model for r in records).items()):
+        typer.echo(f"{name}: {count} image{'s' if count != 1 else ''}")

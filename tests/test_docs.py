@@ -38,3 +38,32 @@ def test_every_zoo_command_in_the_readme_exists():
     assert used <= registered, f"README names commands that do not exist: {used - registered}"
     for command in sorted(used):
         assert CliRunner().invoke(app, [command, "--help"]).exit_code == 0
+
+
+def test_every_option_the_readme_gives_a_zoo_command_exists():
+    """Each ``--option`` on a README line that runs ``zoo CMD`` is an option of CMD."""
+    import typer.main
+
+    commands = typer.main.get_command(app).commands
+    checked = 0
+    for line in README.read_text(encoding="utf-8").splitlines():
+        match = re.match(r"^\s*(?:\d+\.\s+)?zoo (?:-v )?([a-z]+)\b(.*)", line)
+        if not match or match.group(1) not in commands:
+            continue
+        usage = match.group(2).split("#")[0]
+        options = {o for p in commands[match.group(1)].params for o in [*p.opts, *p.secondary_opts]}
+        for option in re.findall(r"(?<![\w-])--[a-z][a-z-]*", usage):
+            assert option in options, f"README: `zoo {match.group(1)}` has no {option}: {line.strip()}"
+            checked += 1
+    assert checked > 20, f"only {checked} options checked: the README lost its examples?"
+
+
+def test_every_http_endpoint_in_the_readme_is_served():
+    """The endpoints the README's curl examples call are APIs of the service."""
+    from service.app import CellZoo
+
+    text = README.read_text(encoding="utf-8")
+    used = set(re.findall(r"localhost:3000/([a-z]+)", text))
+    builtin = {"readyz", "livez", "metrics", "docs"}
+    assert {"segment", "route", "models"} <= used
+    assert used - builtin <= set(CellZoo.apis), used - builtin - set(CellZoo.apis)

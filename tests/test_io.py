@@ -449,3 +449,17 @@ def test_write_png_validates(tmp_path: Path) -> None:
         write_png(tmp_path / "f.png", np.zeros((4, 4, 3)))
     with pytest.raises(UnsupportedFormatError, match=".jpg"):
         write_png(tmp_path / "f.jpg", np.zeros((4, 4), np.uint8))
+
+
+def test_pixel_limit_refuses_large_images_before_decoding(tmp_path):
+    from zoo.errors import ImageTooLargeError
+
+    big = tmp_path / "big.tif"
+    tifffile.imwrite(big, np.zeros((300, 400), np.uint16))
+    png = tmp_path / "big.png"
+    Image.fromarray(np.zeros((300, 400), np.uint8)).save(png)
+    for path in (big, png):
+        assert read_image(path, max_pixels=120_000).shape == (300, 400)
+        with pytest.raises(ImageTooLargeError, match="0.1 megapixels") as caught:
+            read_image(path.read_bytes(), max_pixels=119_999)
+        assert caught.value.pixels == 120_000 and caught.value.limit == 119_999

@@ -1,100 +1,399 @@
-"""The BentoML service, served for real: `bentoml serve` on a free 127.0.0.1 port."""
+"""The BentoML services, served for real: `bentoml serve` on a free 127.0.0.1 port.
+
+The split deployment (``service.app:CellZoo``: API service + batched network service)
+is what most tests talk to; one test checks the single-process mode gives the same
+masks. Images are small so the suite stays quick on a 2-core CPU.
+"""
 
 from __future__ import annotations
 
+import io
+import json
 import os
-import socket
+import signal
 import subprocess
 import sys
 import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 import pytest
+import tifffile
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
 
+from tests.serving import ROOT, served
+from zoo.data.synthetic import STYLES, generate
 from zoo.io import read_image
 from zoo.pipeline import Zoo
 from zoo.predict import PredictParams
 from zoo.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "samples" / "demo.tif"
+MAX_PIXELS = 600 * 600
+ERROR_KEYS = {"status", "type", "message", "field"}
 pytestmark = pytest.mark.skipif(not (ROOT / "models.yaml").is_file(), reason="no shipped zoo")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("zoo-home")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    home = tmp_path_factory.mktemp("zoo-home")
-    port = _free_port()
-    env = {**os.environ, "ZOO_HOME": str(home), "BENTOML_HOME": str(home / "bentoml"),
-           "ZOO_DEVICE": "cpu"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", "service.app:CellZoo", "--host", "127.0.0.1",
-         "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None:
-            pytest.fail(f"bentoml serve exited: {process.stdout.read().decode()[-2000:]}")
-        time.sleep(0.5)
-    yield url, home
-    process.terminate()
-    process.wait(timeout=30)
+def url(home):
+    env = {"ZOO_MAX_PIXELS": str(MAX_PIXELS), "ZOO_NETWORK_TIMEOUT": "60", "ZOO_RETRY_AFTER": "3"}
+    with served("service.app:CellZoo", home, env=env) as base:
+        yield base
 
 
-def _post(url: str, endpoint: str, path: Path, **fields) -> httpx.Response:
-    with open(path, "rb") as handle:
-        return httpx.post(f"{url}/{endpoint}", files={"image": (path.name, handle)},
-                          data={k: str(v) for k, v in fields.items()}, timeout=120)
+@pytest.fixture(scope="module")
+def library(home) -> Zoo:
+    return Zoo(settings=Settings(home=home, device="cpu"))
 
 
-def test_segment_returns_the_library_masks(server):
-    url, home = server
-    response = _post(url, "segment", DEMO, channels="0,1")
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert {"n_cells", "model", "route", "diameter", "shape", "timings_ms", "masks"} <= set(body)
-    zoo = Zoo(settings=Settings(home=home, device="cpu"))
-    local = zoo.segment(read_image(DEMO), params=PredictParams(cyto_channel=0, nucleus_channel=1))
-    assert body["model"] == local.model and body["n_cells"] == local.prediction.n_cells
+def _tiff(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    if array.ndim == 3:  # channels last → a CYX TIFF whose axes say so
+        tifffile.imwrite(buffer, np.moveaxis(array, -1, 0), photometric="minisblack",
+                         metadata={"axes": "CYX"})
+    else:
+        tifffile.imwrite(buffer, array)
+    return buffer.getvalue()
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _post(url: str, endpoint: str, data: bytes, name: str = "image.tif", **fields) -> httpx.Response:
+    return httpx.post(f"{url}/{endpoint}", files={"image": (name, data)},
+                      data={k: str(v) for k, v in fields.items()}, timeout=120)
+
+
+def _decode(body: dict) -> np.ndarray:
     from pycocotools import mask as coco_mask
 
-    decoded = np.zeros(local.prediction.labels.shape, np.int64)
+    decoded = np.zeros(body["shape"][:2], np.int64)
     for annotation in body["masks"]:
         rle = dict(annotation["segmentation"])
         rle["counts"] = rle["counts"].encode()
         decoded[coco_mask.decode(rle).astype(bool)] = annotation["id"]
-    np.testing.assert_array_equal(decoded, local.prediction.labels)
+    return decoded
 
 
-def test_route_and_named_model(server):
-    url, _ = server
-    route = _post(url, "route", DEMO, channels="0,1").json()
-    assert {"model", "cluster", "confidence", "distance", "ood"} <= set(route)
-    named = _post(url, "segment", DEMO, model="cpnet.cyto", channels="0,1").json()
-    assert named["model"] == "cpnet.cyto" and named["route"] is None
+def _assert_error(response: httpx.Response, status: int, field: str | None = "any") -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == ERROR_KEYS and error["status"] == status and error["message"]
+    if field != "any":
+        assert error["field"] == field, error
+    return error
 
 
-def test_bad_input_gives_4xx_and_the_server_keeps_serving(server, tmp_path):
-    url, _ = server
-    junk = tmp_path / "junk.tif"
-    junk.write_bytes(b"this is not an image")
-    assert _post(url, "segment", junk).status_code == 400
-    assert _post(url, "segment", DEMO, model="no-such-model").status_code == 404
-    assert _post(url, "segment", DEMO, channels="a,b").status_code == 400
-    assert _post(url, "route", DEMO).status_code == 200
+def _sample(style: str, seed: int, size: int = 128) -> np.ndarray:
+    return generate(style, seed=seed, shape=(size, size)).image
+
+
+# --------------------------------------------------------------------------- happy paths
+
+
+def test_segment_returns_the_library_masks(url, library):
+    response = _post(url, "segment", DEMO.read_bytes(), channels="0,1")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert {"n_cells", "model", "route", "diameter", "shape", "timings_ms", "masks"} <= set(body)
+    assert {"route", "network", "postprocess", "total"} <= set(body["timings_ms"])
+    local = library.segment(read_image(DEMO), params=PredictParams(cyto_channel=0, nucleus_channel=1))
+    assert body["model"] == local.model and body["n_cells"] == local.prediction.n_cells > 10
+    assert body["route"]["model"] == local.route.model
+    assert body["diameter"] == pytest.approx(local.prediction.diameter, rel=1e-5)
+    np.testing.assert_array_equal(_decode(body), local.prediction.labels)
+
+
+def test_every_output_format(url, library):
+    image = _sample("nuclei", seed=5)
+    data = _tiff(image)
+    local = library.segment(image, model="cpnet.nuclei", params=PredictParams(cyto_channel=0))
+    labels = local.prediction.labels
+    assert labels.max() > 3
+
+    def fetch(output: str) -> httpx.Response:
+        response = _post(url, "segment", data, model="cpnet.nuclei", output=output)
+        assert response.status_code == 200, response.text
+        assert response.headers["x-cellzoo-model"] == "cpnet.nuclei"
+        assert response.headers["x-cellzoo-cells"] == str(labels.max())
+        return response
+
+    tiff = fetch("tiff")
+    assert tiff.headers["content-type"] == "image/tiff"
+    np.testing.assert_array_equal(tifffile.imread(io.BytesIO(tiff.content)), labels)
+    png = fetch("png")
+    assert png.headers["content-type"] == "image/png"
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png.content))), labels)
+    coco = fetch("coco").json()
+    assert len(coco["annotations"]) == labels.max() and coco["images"][0]["height"] == 128
+    geojson = fetch("geojson")
+    assert geojson.headers["content-type"] == "application/geo+json"
+    assert len(geojson.json()["features"]) == labels.max()
+    with zipfile.ZipFile(io.BytesIO(fetch("roi").content)) as rois:
+        assert len(rois.namelist()) == labels.max()
+
+
+def test_routing_picks_each_styles_specialist(url, library):
+    bank = library.router.bank
+    sources = np.array(bank.sources)
+    own: dict[str, set[str]] = {}
+    for cluster, specialist in bank.specialists.items():
+        members = sources[bank.labels == cluster]
+        styles, counts = np.unique(members, return_counts=True)
+        own.setdefault(str(styles[counts.argmax()]), set()).add(specialist)
+    params = PredictParams(cyto_channel=0, nucleus_channel=1)
+    for style in STYLES:
+        image = generate(style, seed=90_001, shape=(256, 256)).image  # unseen seed
+        route = _post(url, "route", _tiff(image), channels="0,1").json()
+        expected = library.route(image, params).to_dict()
+        assert route["distance"] == pytest.approx(expected.pop("distance"), abs=1e-4)
+        assert {k: route[k] for k in expected} == expected
+        assert route["model"] in own[style], (style, route)
+
+
+def test_models_health_and_metrics(url):
+    models = httpx.post(f"{url}/models", timeout=30).json()
+    names = {m["name"] for m in models}
+    assert {"cpnet.generalist", "cpnet.nuclei"} <= names and len(models) >= 3
+    assert sum(m["router"] for m in models) == 1
+    assert httpx.get(f"{url}/livez").status_code == 200
+    assert httpx.get(f"{url}/readyz").status_code == 200
+    _post(url, "segment", _tiff(_sample("tissue", 3)), channels="0,1")
+    metrics = httpx.get(f"{url}/metrics").text
+    assert 'cellzoo_requests_by_model_total{endpoint="segment",model="cpnet.' in metrics
+    assert 'bentoml_service_request_total{endpoint="/segment"' in metrics
+    assert "cellzoo_network_jobs_per_batch_count" in metrics
+    assert "cellzoo_network_tiles_per_pass_count" in metrics
+
+
+def test_openapi_spec_lists_the_endpoints(url):
+    spec = httpx.get(f"{url}/docs.json").json()
+    for path in ("/segment", "/route", "/models"):
+        assert "post" in spec["paths"][path]
+    schema = json.dumps(spec["paths"]["/segment"])
+    for name in ("image", "model", "diameter", "channels", "flow_threshold", "cellprob_threshold",
+                 "min_size", "output"):
+        assert name in schema
+
+
+# --------------------------------------------------------------------------- odd images
+
+
+@pytest.mark.parametrize("kind", ["uint16", "float32", "rgb", "rgba", "multichannel", "tiny"])
+def test_odd_images_are_segmented(url, library, kind):
+    base = _sample("nuclei", seed=7)[..., 0]  # float32 camera counts
+    scaled = (base - base.min()) / (np.ptp(base) or 1)
+    images = {
+        "uint16": ((scaled * 60_000).astype(np.uint16), "0", _tiff),
+        "float32": (base.astype(np.float32), "0", _tiff),
+        "rgb": (np.stack([(scaled * 255).astype(np.uint8)] * 3, axis=-1), "1", _png),
+        "rgba": (np.dstack([(scaled * 255).astype(np.uint8)] * 3 + [np.full(base.shape, 255, np.uint8)]), "0", _png),
+        "multichannel": (np.stack([base * 0.3, base, np.zeros_like(base)], axis=-1), "1,2", _tiff),
+        "tiny": (np.ones((1, 1), np.uint8), "0", _tiff),
+    }
+    image, channels, encode = images[kind]
+    response = _post(url, "segment", encode(image), model="cpnet.nuclei", channels=channels)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["shape"][:2] == list(image.shape[:2])
+    cyto, *nucleus = (int(c) for c in channels.split(","))
+    local = library.segment(image, model="cpnet.nuclei",
+                            params=PredictParams(cyto_channel=cyto,
+                                                 nucleus_channel=nucleus[0] if nucleus else None))
+    np.testing.assert_array_equal(_decode(body), local.prediction.labels)
+    if kind != "tiny":
+        assert body["n_cells"] > 3
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_input_gets_one_error_shape_and_the_server_keeps_serving(url, tmp_path):
+    good = _tiff(_sample("cyto", 2, 64))
+    truncated = good[: len(good) // 2]
+    _assert_error(_post(url, "segment", b"this is not an image"), 415, None)
+    _assert_error(_post(url, "segment", b"GIF89a" + bytes(40), "x.gif"), 415, None)
+    _assert_error(_post(url, "segment", b""), 400)
+    _assert_error(_post(url, "segment", truncated), 400, "image")
+    _assert_error(_post(url, "segment", _png(np.zeros((700, 600), np.uint8))), 413, None)
+    _assert_error(_post(url, "segment", good, model="no-such-model"), 404, "model")
+    _assert_error(_post(url, "segment", good, model="../../etc/passwd"), 404, "model")
+    _assert_error(_post(url, "segment", good, channels="a,b"), 400, "channels")
+    _assert_error(_post(url, "segment", good, channels="0,5"), 400, "channels")
+    _assert_error(_post(url, "segment", good, diameter="-4"), 400, "diameter")
+    _assert_error(_post(url, "segment", good, diameter="abc"), 400, "diameter")
+    _assert_error(_post(url, "segment", good, output="bmp"), 400, "output")
+    _assert_error(_post(url, "segment", good, min_size="-1"), 400, "min_size")
+    nan = np.full((32, 32), np.nan, np.float32)
+    _assert_error(_post(url, "segment", _tiff(nan)), 400, "image")
+    missing = httpx.post(f"{url}/segment", data={"model": "auto"}, timeout=30)
+    _assert_error(missing, 400, "image")
+    _assert_error(_post(url, "route", b"\x89PNG\r\n\x1a\n" + bytes(30)), 400, "image")
+    assert _post(url, "segment", good).status_code == 200
+
+
+def test_flow_parameters_change_the_result(url):
+    data = _tiff(_sample("nuclei", 11))
+    base = _post(url, "segment", data, model="cpnet.nuclei").json()
+    strict = _post(url, "segment", data, model="cpnet.nuclei", min_size=10_000).json()
+    assert base["n_cells"] > 3 and strict["n_cells"] == 0
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    payload=st.one_of(st.binary(max_size=300),
+                      st.sampled_from([b"II*\x00", b"MM\x00*", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"])
+                      .flatmap(lambda magic: st.binary(max_size=200).map(lambda tail: magic + tail))),
+    fields=st.dictionaries(
+        st.sampled_from(["model", "diameter", "channels", "flow_threshold",
+                         "cellprob_threshold", "min_size", "output"]),
+        st.one_of(st.text(max_size=12), st.integers(-5, 10**6).map(str),
+                  st.floats(allow_nan=True, allow_infinity=True).map(str)),
+        max_size=4),
+)
+def test_fuzzed_requests_never_give_a_500(url, payload, fields):
+    response = _post(url, "segment", payload, **fields)
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        assert set(response.json()["error"]) == ERROR_KEYS
+
+
+# --------------------------------------------------------------------------- load and faults
+
+
+def _service_processes(home: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            if (process.info.get("environ") or {}).get("ZOO_HOME") == str(home):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _rss_mb(home: Path) -> dict[str, float]:
+    """Resident memory (MB) of each server process, by role."""
+    usage = {}
+    for process in _service_processes(home):
+        command = " ".join(process.info.get("cmdline") or [])
+        role = ("network" if "cellzoo_network" in command
+                else "api" if "worker.service" in command else "arbiter")
+        usage[role] = usage.get(role, 0.0) + process.memory_info().rss / 1e6
+    return usage
+
+
+def test_concurrent_clients_get_identical_results(url, home):
+    sizes = (64, 96, 128, 160)
+    images = {size: _tiff(_sample(STYLES[i % len(STYLES)], 40 + i, size))
+              for i, size in enumerate(sizes)}
+    reference = {size: _post(url, "segment", data, channels="0,1").json()
+                 for size, data in images.items()}
+    before = _rss_mb(home)
+
+    def client(worker: int) -> list[tuple[int, int, dict]]:
+        out = []
+        with httpx.Client(timeout=300) as session:
+            for request in range(25):
+                size = sizes[(worker + request) % len(sizes)]
+                response = session.post(f"{url}/segment", files={"image": ("x.tif", images[size])},
+                                        data={"channels": "0,1"})
+                out.append((size, response.status_code, response.json()))
+        return out
+
+    with ThreadPoolExecutor(16) as pool:
+        results = [r for rs in pool.map(client, range(16)) for r in rs]
+    assert len(results) == 400
+    assert [body for _, status, body in results if status != 200] == []
+    for size, _, body in results:
+        assert body["model"] == reference[size]["model"]
+        assert body["masks"] == reference[size]["masks"]
+    metrics = httpx.get(f"{url}/metrics").text
+    batched = [line for line in metrics.splitlines()
+               if line.startswith("cellzoo_network_jobs_per_batch_bucket") and 'le="1.0"' in line]
+    count = [line for line in metrics.splitlines()
+             if line.startswith("cellzoo_network_jobs_per_batch_count")]
+    single, total = float(batched[0].split()[-1]), float(count[0].split()[-1])
+    assert single < total  # the adaptive batcher grouped jobs of concurrent requests
+    after = _rss_mb(home)
+    growth = sum(after.values()) - sum(before.values())
+    assert growth < 400, (before, after)  # stated bound: +400 MB over the warmed-up service
+
+
+def _network_worker(home: Path) -> psutil.Process:
+    workers = [p for p in _service_processes(home)
+               if "cellzoo_network" in " ".join(p.info.get("cmdline") or [])]
+    assert len(workers) == 1, workers
+    return workers[0]
+
+
+def test_a_stuck_network_worker_gives_503_with_retry_after(url, home):
+    data = _tiff(_sample("phase", 4, 64))
+    assert _post(url, "segment", data).status_code == 200
+    worker = _network_worker(home)
+    worker.send_signal(signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        response = _post(url, "segment", data)
+        waited = time.monotonic() - start
+    finally:
+        worker.send_signal(signal.SIGCONT)
+    _assert_error(response, 503, None)
+    assert response.headers["retry-after"] == "3" and 55 < waited < 150
+    deadline = time.monotonic() + 60
+    while _post(url, "segment", data).status_code != 200:
+        assert time.monotonic() < deadline, "service did not recover after SIGCONT"
+        time.sleep(1)
+
+
+def test_a_crashed_network_worker_gives_503_not_a_hang(url, home):
+    data = _tiff(_sample("phase", 5, 64))
+    _network_worker(home).send_signal(signal.SIGKILL)
+    statuses = []
+    deadline = time.monotonic() + 120
+    while not statuses or statuses[-1] != 200:
+        assert time.monotonic() < deadline, statuses
+        response = _post(url, "segment", data)
+        statuses.append(response.status_code)
+        if response.status_code != 200:
+            _assert_error(response, 503, None)
+            time.sleep(1)
+    assert set(statuses) <= {200, 503}
+
+
+# --------------------------------------------------------------------------- other modes
+
+
+def test_zoo_serve_single_process_mode_gives_the_same_masks(url, tmp_path):
+    data = _tiff(_sample("twophoton", 8))
+    split = _post(url, "segment", data, channels="0,1").json()
+    zoo = str(Path(sys.executable).parent / "zoo")
+    with served("", tmp_path, command=[zoo, "serve", "--single", "--workers", "1"]) as local_url:
+        local = _post(local_url, "segment", data, channels="0,1").json()
+        assert httpx.post(f"{local_url}/models", timeout=30).status_code == 200
+    assert local["model"] == split["model"] and local["masks"] == split["masks"]
+
+
+def test_serve_options_size_the_deployment():
+    from cli.serve import config_options
+
+    assert config_options(workers=4, gpus=1, single=False) == (
+        "services.cellzoo.workers=4 services.cellzoo_network.resources.gpu=1")
+    assert config_options(workers=2, gpus=None, single=True) == "services.cellzoo_local.workers=2"
 
 
 def test_bentoml_build_packages_the_service_and_zoo(tmp_path):
@@ -106,4 +405,7 @@ def test_bentoml_build_packages_the_service_and_zoo(tmp_path):
     assert bentos, "no bento written"
     src = bentos[0]
     assert (src / "models.yaml").is_file() and (src / "service" / "app.py").is_file()
+    assert (src / "service" / "core.py").is_file()
     assert (src / "weights" / "cpnet.generalist.safetensors").is_file()
+    spec = (src.parent / "bento.yaml").read_text()
+    assert "cellzoo_network" in spec

@@ -2,6 +2,9 @@
 
 Importing ``zoo`` is cheap and has no side effects: submodules (and torch) load on first
 use of a name below.
+
+One-liners (``zoo.api``): ``zoo.segment("cells.tif", channels="0,1")`` returns a
+``Segmentation`` and ``zoo.route("cells.tif")`` a ``RouteResult``, using a shared ``Zoo``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ _EXPORTS = {
     "build_style_bank": "zoo.cluster",
     "Registry": "zoo.registry",
     "Zoo": "zoo.pipeline",
+    "segment": "zoo.api",
+    "route": "zoo.api",
 }
 
 __all__ = ["__version__", *_EXPORTS]

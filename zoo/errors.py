@@ -15,6 +15,14 @@ class UnsupportedFormatError(InvalidImageError):
     """The bytes or file name belong to a format cellzoo does not read or write."""
 
 
+class ImageTooLargeError(InvalidImageError):
+    """An image has more pixels than the configured limit (checked before decoding)."""
+
+    def __init__(self, message: str, *, pixels: int, limit: int) -> None:
+        self.pixels, self.limit = pixels, limit
+        super().__init__(message)
+
+
 class InvalidParamsError(ZooError, ValueError):
     """A parameter object holds a value outside its allowed range."""
 

@@ -23,6 +23,7 @@ import logging
 import os
 import struct
 import zlib
+from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -33,7 +34,12 @@ import tifffile
 from PIL import Image
 from scipy import ndimage
 
-from zoo.errors import InvalidImageError, InvalidLabelsError, UnsupportedFormatError
+from zoo.errors import (
+    ImageTooLargeError,
+    InvalidImageError,
+    InvalidLabelsError,
+    UnsupportedFormatError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +108,7 @@ def detect_format(head: bytes, *, name: str = "<bytes>") -> str:
     )
 
 
-def read_image(src: ImageSource) -> np.ndarray:
+def read_image(src: ImageSource, *, max_pixels: int | None = None) -> np.ndarray:
     """Read a 2-D image from a path or from raw bytes; the format comes from magic bytes.
 
     TIFF (including OME-TIFF and ImageJ hyperstacks) is read with tifffile, using the
@@ -114,6 +120,8 @@ def read_image(src: ImageSource) -> np.ndarray:
 
     Args:
         src: a file path, or the file's bytes (as the HTTP service receives them).
+        max_pixels: refuse images with more than this many pixels (Y × X), checked
+            from the header before any pixel data is decoded; None = no limit.
 
     Returns:
         ``(Y, X)`` or ``(Y, X, C)`` array, C-contiguous, in the stored dtype (uint8,
@@ -125,13 +133,30 @@ def read_image(src: ImageSource) -> np.ndarray:
         UnsupportedFormatError: not a TIFF, PNG or JPEG file.
         InvalidImageError: empty, truncated or corrupt file, several image series, or
             axes that are not one 2-D plane (e.g. 5 Z planes), complex pixels.
+        ImageTooLargeError: more than ``max_pixels`` pixels.
     """
     name, payload = _open_source(src)
     head = payload[:16] if isinstance(payload, bytes) else _read_head(payload)
     fmt = detect_format(head, name=name)
     stream: BinaryIO | Path = BytesIO(payload) if isinstance(payload, bytes) else payload
-    image = _read_tiff(stream, name) if fmt == "tiff" else _read_pillow(stream, name, fmt)
+    limit = _PixelLimit(name, max_pixels)
+    image = (_read_tiff(stream, name, limit) if fmt == "tiff"
+             else _read_pillow(stream, name, fmt, limit))
     return _finish(image, name)
+
+
+@dataclass(frozen=True)
+class _PixelLimit:
+    """Refuses a plane of more than ``limit`` pixels (None: no limit)."""
+
+    name: str
+    limit: int | None
+
+    def check(self, y: int, x: int) -> None:
+        if self.limit is not None and y * x > self.limit:
+            raise ImageTooLargeError(
+                f"{self.name}: {y} x {x} = {y * x / 1e6:.1f} megapixels exceeds the limit of "
+                f"{self.limit / 1e6:.1f} megapixels", pixels=y * x, limit=self.limit)
 
 
 def as_yxc(image: np.ndarray, *, channel_axis: int | None = None) -> np.ndarray:
@@ -183,7 +208,7 @@ def _read_head(path: Path) -> bytes:
         return handle.read(16)
 
 
-def _read_tiff(stream: BinaryIO | Path, name: str) -> np.ndarray:
+def _read_tiff(stream: BinaryIO | Path, name: str, limit: _PixelLimit) -> np.ndarray:
     try:
         with tifffile.TiffFile(stream) as tif:
             n_series = len(tif.series)
@@ -193,6 +218,9 @@ def _read_tiff(stream: BinaryIO | Path, name: str) -> np.ndarray:
                     f"{name}: TIFF holds {n_series} image series {shapes}; expected one"
                 )
             series = tif.series[0]
+            if "Y" in series.axes and "X" in series.axes:
+                limit.check(series.shape[series.axes.index("Y")],
+                            series.shape[series.axes.index("X")])
             data, axes = series.asarray(), series.axes
     except InvalidImageError:
         raise
@@ -229,9 +257,10 @@ def _to_channels_last(data: np.ndarray, axes: str, name: str) -> np.ndarray:
     return data.transpose([*order, axes.index(channel)])
 
 
-def _read_pillow(stream: BinaryIO | Path, name: str, fmt: str) -> np.ndarray:
+def _read_pillow(stream: BinaryIO | Path, name: str, fmt: str, limit: _PixelLimit) -> np.ndarray:
     try:
         with Image.open(stream, formats=[fmt.upper()]) as img:
+            limit.check(img.height, img.width)
             n_frames = getattr(img, "n_frames", 1)
             if fmt == "png" and n_frames > 1:
                 raise InvalidImageError(f"{name}: animated PNG with {n_frames} frames")
@@ -821,3 +850,102 @@ def write_segmentation(
     if fmt == "geojson":
         return write_geojson(path, labels)
     return write_imagej_roi_zip(path, labels)
+
+
+# --------------------------------------------------------------------------- COCO decoding
+
+
+def coco_rle_to_labels(annotations: list[dict[str, Any]], shape: tuple[int, int]) -> np.ndarray:
+    """Paint COCO RLE annotations back into one label image (the inverse of
+    :func:`labels_to_coco_rle`).
+
+    Each annotation's ``segmentation["counts"]`` is pycocotools' compressed RLE string (or
+    bytes), or an uncompressed list of run lengths; runs alternate background and mask,
+    start with background and cover the image in column-major order.
+
+    Args:
+        annotations: dicts with ``id`` (the label, an integer >= 1) and ``segmentation``
+            ``{"size": [Y, X], "counts": str | bytes | list[int]}``.
+        shape: ``(Y, X)`` of the label image.
+
+    Returns:
+        ``(Y, X)`` labels, uint16 when every id fits, else uint32; 0 = background. Where
+        masks overlap, the later annotation wins.
+
+    Raises:
+        InvalidLabelsError: an id below 1 or above 2**32 - 1, a size other than ``shape``,
+            a malformed counts string, or runs that do not add up to ``Y * X`` pixels.
+    """
+    height, width = (int(v) for v in shape)
+    total = height * width
+    runs = [_annotation_runs(annotation, [height, width]) for annotation in annotations]
+    top = max((label for label, _, _ in runs), default=0)
+    flat = np.zeros(total, dtype=np.uint16 if top <= np.iinfo(np.uint16).max else np.uint32)
+    for label, starts, lengths in runs:
+        before = np.cumsum(lengths) - lengths  # pixels in this mask's earlier runs
+        flat[np.arange(int(lengths.sum())) + np.repeat(starts - before, lengths)] = label
+    return flat.reshape((width, height)).T.copy()
+
+
+def _annotation_runs(
+    annotation: dict[str, Any], shape: list[int]
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """``(id, starts, lengths)`` of one annotation's mask runs in the column-major image."""
+    label = annotation.get("id")
+    where = f"annotation {label!r}"
+    if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not (
+        1 <= label < 2**32
+    ):
+        raise InvalidLabelsError(f"{where}: id must be an integer in [1, 2**32), got {label!r}")
+    segmentation = annotation.get("segmentation") or {}
+    size = [int(v) for v in segmentation.get("size", ())]
+    if size != shape:
+        raise InvalidLabelsError(f"{where}: size {size} differs from shape {shape}")
+    counts = _rle_counts_of(segmentation.get("counts"), where)
+    if int(counts.sum()) != shape[0] * shape[1]:
+        raise InvalidLabelsError(
+            f"{where}: runs cover {int(counts.sum())} pixels, the image has {shape[0] * shape[1]}"
+        )
+    ends = np.cumsum(counts)
+    n_runs = counts.size // 2
+    return int(label), ends[0::2][:n_runs], counts[1::2]
+
+
+def _rle_counts_of(counts: Any, where: str) -> np.ndarray:
+    """Run lengths (int64) of a compressed RLE string/bytes or an uncompressed list."""
+    if isinstance(counts, (list, tuple)):
+        runs = np.asarray(counts, dtype=np.int64)
+    elif isinstance(counts, (str, bytes)):
+        runs = _decompress_counts(counts.encode("ascii") if isinstance(counts, str) else counts,
+                                  where)
+    else:
+        raise InvalidLabelsError(f"{where}: counts must be a string or a list, got {counts!r}")
+    if runs.ndim != 1 or (runs < 0).any():
+        raise InvalidLabelsError(f"{where}: run lengths must be >= 0")
+    return runs
+
+
+def _decompress_counts(text: bytes, where: str) -> np.ndarray:
+    """pycocotools' ``rleFrString``, vectorised: 5 data bits per char (0x20 = more chars
+    follow, 0x10 on the last char = negative), then each count from the third on is a delta
+    to the count two before it."""
+    chars = np.frombuffer(text, dtype=np.uint8).astype(np.int64) - 48
+    if chars.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if (chars < 0).any() or (chars > 63).any():
+        raise InvalidLabelsError(f"{where}: counts string holds characters outside '0'..'o'")
+    last = (chars & 0x20) == 0  # the final char of each value
+    if not last[-1]:
+        raise InvalidLabelsError(f"{where}: counts string is truncated")
+    first = np.concatenate(([0], np.flatnonzero(last[:-1]) + 1))
+    position = np.arange(chars.size) - np.repeat(first, np.diff(np.append(first, chars.size)))
+    if position.max() >= 13:
+        raise InvalidLabelsError(f"{where}: a run length in the counts string overflows")
+    values = np.add.reduceat((chars & 0x1F) << (5 * position), first)
+    n_chars = np.diff(np.append(first, chars.size))
+    negative = (chars[last] & 0x10) != 0
+    values[negative] -= np.left_shift(1, 5 * n_chars[negative])
+    counts = values.copy()
+    counts[1::2] = np.cumsum(values[1::2])  # count 3 adds count 1, count 5 adds count 3, ...
+    counts[2::2] = np.cumsum(values[2::2])  # count 4 adds count 2, ...; count 0 stands alone
+    return counts

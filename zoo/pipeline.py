@@ -97,6 +97,11 @@ class Zoo:
         """The style router of the registry's generalist (the entry with a style bank)."""
         return self._routing()[0]
 
+    @property
+    def router_model(self) -> str:
+        """The name of the model whose style vectors the router's bank holds."""
+        return self._routing()[1]
+
     def style(self, image: np.ndarray, params: PredictParams | None = None) -> np.ndarray:
         """The routing style vector of ``image`` (the generalist's, on a downsampled view)."""
         _, style_model = self._routing()

@@ -90,6 +90,27 @@ class Prediction:
         return int(self.labels.max()) if self.labels.size else 0
 
 
+@dataclass
+class NetworkOutput:
+    """What the network stage hands to post-processing (``Predictor.infer`` → ``finish``).
+
+    Attributes:
+        flows: ``(2, Y, X)`` float32 unit-scale flows at image resolution.
+        cellprob: ``(Y, X)`` float32 cell-probability logits.
+        style: ``(style_dim,)`` float32, L2-normalised.
+        diameter: the diameter used, in pixels.
+        flow_params: post-processing parameters, already adapted to the rescale.
+        timings: seconds per stage so far (``infer`` is the stage's total).
+    """
+
+    flows: np.ndarray
+    cellprob: np.ndarray
+    style: np.ndarray
+    diameter: float
+    flow_params: FlowParams
+    timings: dict[str, float] = field(default_factory=dict)
+
+
 @contextmanager
 def _timed(timings: dict[str, float], stage: str):
     start = time.perf_counter()
@@ -118,7 +139,16 @@ class Predictor:
         self.runner = runner or make_runner(model, self.settings)
 
     def predict(self, image: np.ndarray, params: PredictParams | None = None) -> Prediction:
-        """Segment one image ``(Y, X)`` or ``(Y, X, C)`` (channels last)."""
+        """Segment one image ``(Y, X)`` or ``(Y, X, C)`` (channels last).
+
+        The same as ``finish(infer(image, params))``: callers that pipeline many images
+        run ``infer`` (the network) and ``finish`` (CPU post-processing) in different
+        threads or processes.
+        """
+        return self.finish(self.infer(image, params))
+
+    def infer(self, image: np.ndarray, params: PredictParams | None = None) -> NetworkOutput:
+        """The network stage: normalise, estimate the diameter, resize, run the tiles."""
         params = params or PredictParams()
         timings: dict[str, float] = {}
         start = time.perf_counter()
@@ -133,11 +163,19 @@ class Predictor:
             maps, style = self.network_maps(scaled, params)
         with _timed(timings, "resize"):
             maps = resize(maps, stack.shape[1:])
-        flows, cellprob = maps[:2] / NET_FLOW_SCALE, maps[2]
-        with _timed(timings, "postprocess"):
-            labels = flows_to_masks(flows, cellprob, self.flow_params(params, scale))
-        timings["total"] = time.perf_counter() - start
-        return Prediction(labels, flows, cellprob, style, diameter, timings)
+        timings["infer"] = time.perf_counter() - start
+        return NetworkOutput(maps[:2] / NET_FLOW_SCALE, maps[2], style, diameter,
+                             self.flow_params(params, scale), timings)
+
+    def finish(self, output: NetworkOutput) -> Prediction:
+        """The CPU stage: flows → masks (thread-safe; numba releases the GIL)."""
+        timings = dict(output.timings)
+        start = time.perf_counter()
+        labels = flows_to_masks(output.flows, output.cellprob, output.flow_params)
+        timings["postprocess"] = time.perf_counter() - start
+        timings["total"] = timings.pop("infer") + timings["postprocess"]
+        return Prediction(labels, output.flows, output.cellprob, output.style, output.diameter,
+                          timings)
 
     def prepare(self, image: np.ndarray, params: PredictParams) -> np.ndarray:
         """Channels-last image → normalised ``(C_in, Y, X)`` float32 stack."""

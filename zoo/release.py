@@ -170,7 +170,9 @@ test images per synthetic style, {config.shape[0]}x{config.shape[1]} pixels, net
 {results_table(report)}
 
 *generalist*: one model for every image; *routed*: the specialist chosen by 5-NN vote over the
-style bank; *oracle*: the specialist of the cluster that holds the image's style.
+style bank; *oracle*: the specialist of the cluster that holds most of the image's style.
+*routing acc.*: the fraction of test images routed to the specialist of a cluster whose training
+images are mostly of the image's own style (an out-of-distribution fallback counts as wrong).
 
 ![AP vs IoU](figures/ap_vs_iou.png)
 
