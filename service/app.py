@@ -118,9 +118,10 @@ class _Endpoints:
 
     def _start(self) -> None:
         self.config = ServiceConfig.from_env()
-        self.core = ApiCore(_zoo(self.config), self._network(), self.config)
+        zoo = _zoo(self.config)
+        self.core = ApiCore(zoo, self._network(zoo), self.config)
 
-    def _network(self):
+    def _network(self, zoo):
         raise NotImplementedError
 
     @bentoml.api
@@ -193,7 +194,7 @@ class CellZoo(_Endpoints):
     def __init__(self) -> None:
         self._start()
 
-    def _network(self):
+    def _network(self, zoo):
         timeout = self.config.network_timeout_s
 
         def call(jobs: list[TileJob]) -> list[TileResult]:
@@ -234,8 +235,8 @@ class CellZooLocal(_Endpoints):
     def __init__(self) -> None:
         self._start()
 
-    def _network(self):
-        return NetworkCore(_zoo(self.config), self.config, on_batch=TILES_PER_PASS.observe).run
+    def _network(self, zoo):
+        return NetworkCore(zoo, self.config, on_batch=TILES_PER_PASS.observe).run
 
 
 class ErrorShape:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tifffile
+import torch
 from PIL import Image
 
 from zoo.data.synthetic import generate
@@ -61,3 +65,20 @@ def mixed_folder(root: Path) -> dict[str, Path]:
     write_png(root / "sub" / ".hidden.png")
     (root / "notes.txt").write_text("not an image")
     return files
+
+
+@contextmanager
+def local_zoo_env(home: Path) -> Iterator[Path]:
+    """``ZOO_HOME=home`` on CPU with the embedded manifest, and torch on one thread: on a
+    2-core machine shared with other jobs, torch's spinning OpenMP threads make a 96² image
+    40× slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("ZOO_HOME", str(home))
+            patch.setenv("ZOO_DEVICE", "cpu")
+            patch.delenv("ZOO_MANIFEST", raising=False)
+            yield home
+    finally:
+        torch.set_num_threads(threads)

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from cli_images import mixed_folder, write_corrupt
+from cli_images import local_zoo_env, mixed_folder, write_corrupt
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -27,14 +26,8 @@ pytestmark = pytest.mark.skipif(not (ROOT / "models.yaml").is_file(), reason="no
 def home(tmp_path_factory: pytest.TempPathFactory):
     """One model cache; torch on one thread (see tests/test_cli_segment.py)."""
     home = tmp_path_factory.mktemp("zoo-home")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ZOO_HOME", str(home))
-        patch.setenv("ZOO_DEVICE", "cpu")
-        patch.delenv("ZOO_MANIFEST", raising=False)
+    with local_zoo_env(home):
         yield home
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from cli_images import mixed_folder, write_corrupt, write_png, write_tiff
+from cli_images import local_zoo_env, mixed_folder, write_corrupt, write_png, write_tiff
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -32,14 +31,8 @@ def home(tmp_path_factory: pytest.TempPathFactory):
     """One model cache for the module; torch on one thread: on a 2-core machine shared with
     other jobs, torch's spinning OpenMP threads make a 96² image 40× slower."""
     home = tmp_path_factory.mktemp("zoo-home")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ZOO_HOME", str(home))
-        patch.setenv("ZOO_DEVICE", "cpu")
-        patch.delenv("ZOO_MANIFEST", raising=False)
+    with local_zoo_env(home):
         yield home
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from cli_images import write_corrupt, write_jpeg, write_png, write_tiff
+from cli_images import local_zoo_env, write_corrupt, write_jpeg, write_png, write_tiff
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -55,14 +54,8 @@ def service(tmp_path_factory: pytest.TempPathFactory):
 def local_home(tmp_path_factory: pytest.TempPathFactory):
     """The local run's cache; torch on one thread (see tests/test_cli_segment.py)."""
     home = tmp_path_factory.mktemp("local-home")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ZOO_HOME", str(home))
-        patch.setenv("ZOO_DEVICE", "cpu")
-        patch.delenv("ZOO_MANIFEST", raising=False)
+    with local_zoo_env(home):
         yield home
-    torch.set_num_threads(threads)
 
 
 def test_the_server_gives_the_local_masks(service: str, local_home: Path, tmp_path: Path) -> None:
