@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench bento wheel clean
 
 install: $(STAMP)
 
@@ -24,6 +24,12 @@ test: install
 bench: install
 	$(BIN)/python bench/bench_flows.py
 	$(BIN)/python bench/bench_predict.py
+
+wheel: install
+	rm -rf dist && $(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .
+
+bento: wheel
+	$(BIN)/bentoml build
 
 clean:
 	rm -rf out .pytest_cache

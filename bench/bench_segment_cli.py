@@ -10,7 +10,7 @@ model the images route to loaded, numba compiled):
 
 - plain loop: for each file, ``read_image`` → ``zoo.segment(image, channels=...)`` (route,
   network, flows → masks, one image at a time) → ``write_segmentation`` (the same TIFF);
-- pipeline: ``cli.batch.segment_local``, the engine of ``zoo segment`` (read + route +
+- pipeline: ``zoo.cli.batch.segment_local``, the engine of ``zoo segment`` (read + route +
   network in the main thread, flows → masks + writing in W worker threads, bounded queue).
 
 Both exclude interpreter start-up and model loading; both write ``<stem>_masks.tif``, and the
@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numba  # noqa: E402
 
-from cli.batch import Failure, Outputs, segment_local  # noqa: E402
+from zoo.cli.batch import Failure, Outputs, segment_local  # noqa: E402
 from zoo import api, io  # noqa: E402
 from zoo.data.synthetic import STYLES, generate  # noqa: E402
 

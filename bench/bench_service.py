@@ -2,7 +2,7 @@
 
 Usage:
     .venv/bin/python bench/bench_service.py [--size 512] [--concurrency 1 4 16]
-        [--requests 32] [--target service.app:CellZoo] [--model auto]
+        [--requests 32] [--target zoo.service.app:CellZoo] [--model auto]
 
 Starts ``bentoml serve TARGET`` on a free port (split API + network services by
 default), sends 512² synthetic images of every style through ``POST /segment`` from
@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--requests", type=int, default=32, help="requests per concurrency level")
-    parser.add_argument("--target", default="service.app:CellZoo")
+    parser.add_argument("--target", default="zoo.service.app:CellZoo")
     parser.add_argument("--model", default="auto")
     args = parser.parse_args()
 

@@ -1,5 +1,5 @@
 """``python -m cli``: the same as the ``zoo`` console script."""
 
-from cli.main import run
+from zoo.cli.main import run
 
 run()

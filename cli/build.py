@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from cli.common import errors_as_one_line
-from cli.main import app
+from zoo.cli.common import errors_as_one_line
+from zoo.cli.main import app
 
 
 @app.command()

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cli.main import fail
+from zoo.cli.main import fail
 from zoo.errors import ZooError
 from zoo.io import OUTPUT_SUFFIXES
 

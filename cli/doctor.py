@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import errors_as_one_line
-from cli.main import app, fail
+from zoo.cli.common import errors_as_one_line
+from zoo.cli.main import app, fail
 
 
 @app.command()

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from cli.common import errors_as_one_line, open_zoo
-from cli.main import app
+from zoo.cli.common import errors_as_one_line, open_zoo
+from zoo.cli.main import app
 from zoo.preprocess import parse_channels
 
 COLUMNS = (0.5, 0.75, 0.9)

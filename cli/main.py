@@ -41,7 +41,7 @@ def main(
 
 
 def _register_commands() -> None:
-    from cli import build, doctor, evaluate, registry, route, segment, serve, train  # noqa: F401
+    from zoo.cli import build, doctor, evaluate, registry, route, segment, serve, train  # noqa: F401
 
 
 _register_commands()

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from cli.main import app, fail
+from zoo.cli.main import app, fail
 from zoo.errors import ZooError
 
 ManifestOption = Annotated[

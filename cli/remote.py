@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from cli.batch import IMAGE_ERRORS, Failure, Outcome, Outputs, Record, run_bounded
+from zoo.cli.batch import IMAGE_ERRORS, Failure, Outcome, Outputs, Record, run_bounded
 from zoo.errors import ZooError
 
 RETRY_STATUS = (429, 503)

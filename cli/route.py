@@ -9,8 +9,8 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from cli.common import errors_as_one_line, expand_inputs, open_zoo
-from cli.main import app, fail
+from zoo.cli.common import errors_as_one_line, expand_inputs, open_zoo
+from zoo.cli.main import app, fail
 from zoo.errors import ZooError
 
 #: Query stars get their file name written next to them up to this many images.

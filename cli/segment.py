@@ -12,9 +12,9 @@ from typing import Annotated
 
 import typer
 
-from cli.batch import Failure, Outcome, Outputs, Record, Summary, plan
-from cli.common import errors_as_one_line, expand_inputs, open_zoo
-from cli.main import app, fail
+from zoo.cli.batch import Failure, Outcome, Outputs, Record, Summary, plan
+from zoo.cli.common import errors_as_one_line, expand_inputs, open_zoo
+from zoo.cli.main import app, fail
 from zoo.io import OUTPUT_SUFFIXES
 
 FORMATS = tuple(OUTPUT_SUFFIXES)
@@ -73,12 +73,12 @@ def segment(
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     if server:
-        from cli.remote import RemoteParams
+        from zoo.cli.remote import RemoteParams
 
         form = RemoteParams(model=model, channels=channels, diameter=diameter)
         outcomes = _remote(server, work.todo, outputs, form, workers=workers)
     else:
-        from cli.batch import segment_local
+        from zoo.cli.batch import segment_local
 
         zoo = _zoo(model, backend, manifest, check=bool(work.todo))
         outcomes = segment_local(zoo, work.todo, outputs=outputs, model=model, params=params,
@@ -106,7 +106,7 @@ def _zoo(model: str, backend: str, manifest: Path | None, *, check: bool):
 def _remote(url: str, todo: list[Path], outputs: Outputs, form, *,
             workers: int) -> Iterator[Outcome]:
     """Outcomes from the service at ``url``; fails now when nothing answers there."""
-    from cli.remote import ServiceClient, segment_remote
+    from zoo.cli.remote import ServiceClient, segment_remote
 
     client = ServiceClient(url)
     if todo:

@@ -10,14 +10,14 @@ from typing import Annotated
 
 import typer
 
-from cli.main import app, fail
+from zoo.cli.main import app, fail
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def serve_command(host: str, port: int, *, single: bool) -> list[str]:
     """The ``bentoml serve`` command line for the chosen mode."""
-    target = "service.app:CellZooLocal" if single else "service.app:CellZoo"
+    target = "zoo.service.app:CellZooLocal" if single else "zoo.service.app:CellZoo"
     return [sys.executable, "-m", "bentoml", "serve", target, "--host", host, "--port", str(port)]
 
 

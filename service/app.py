@@ -31,8 +31,8 @@ import bentoml
 from pydantic import BeforeValidator
 from starlette.responses import JSONResponse, Response
 
-from service.config import ServiceConfig
-from service.core import (
+from zoo.service.config import ServiceConfig
+from zoo.service.core import (
     OUTPUTS,
     ApiCore,
     ApiError,

@@ -8,7 +8,7 @@
   stage) and post-processes on the CPU. Its failures are ``ApiError`` values with an
   HTTP status, a type, a message and the offending field: one error shape for all.
 
-``service.app`` wraps both in BentoML services; tests and the single-process mode use
+``zoo.service.app`` wraps both in BentoML services; tests and the single-process mode use
 the same classes.
 """
 
@@ -29,7 +29,7 @@ import numpy as np
 from bentoml.validators import TensorSchema
 from pydantic import BaseModel, ConfigDict
 
-from service.config import ServiceConfig
+from zoo.service.config import ServiceConfig
 from zoo.errors import (
     ImageTooLargeError,
     InvalidImageError,

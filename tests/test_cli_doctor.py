@@ -11,7 +11,7 @@ import torch
 from hubserver import make_entry, write_zoo
 from typer.testing import CliRunner
 
-from cli.main import app
+from zoo.cli.main import app
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ import pytest
 from hubserver import HubServer, make_entry, write_zoo
 from typer.testing import CliRunner
 
-from cli.main import app
+from zoo.cli.main import app
 from zoo.manifest import load_manifest
 
 TOKEN = "hf_" + "CliTestToken" * 3

@@ -11,8 +11,8 @@ from cli_images import local_zoo_env, mixed_folder, write_corrupt
 from PIL import Image
 from typer.testing import CliRunner
 
-from cli.main import app
-from cli.route import embed_2d
+from zoo.cli.main import app
+from zoo.cli.route import embed_2d
 from zoo.io import read_image
 from zoo.pipeline import Zoo
 from zoo.predict import PredictParams

@@ -16,7 +16,7 @@ import pytest
 from cli_images import local_zoo_env, mixed_folder, write_corrupt, write_png, write_tiff
 from typer.testing import CliRunner
 
-from cli.main import app
+from zoo.cli.main import app
 from zoo.io import coco_rle_to_labels, read_image
 from zoo.pipeline import Zoo
 from zoo.predict import PredictParams

@@ -14,7 +14,7 @@ import pytest
 from cli_images import local_zoo_env, write_corrupt, write_jpeg, write_png, write_tiff
 from typer.testing import CliRunner
 
-from cli.main import app
+from zoo.cli.main import app
 from zoo.data.synthetic import generate
 from zoo.io import labels_to_coco_rle, read_image
 
@@ -46,7 +46,7 @@ def service(tmp_path_factory: pytest.TempPathFactory):
     from tests.serving import served
 
     home = tmp_path_factory.mktemp("service-home")
-    with served("service.app:CellZoo", home, env={"OMP_NUM_THREADS": "1"}) as url:
+    with served("zoo.service.app:CellZoo", home, env={"OMP_NUM_THREADS": "1"}) as url:
         yield url
 
 

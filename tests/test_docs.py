@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from zoo.cli.main import app
 from zoo.manifest import load_manifest
 from zoo.release import with_zoo_table
 
@@ -60,7 +60,7 @@ def test_every_option_the_readme_gives_a_zoo_command_exists():
 
 def test_every_http_endpoint_in_the_readme_is_served():
     """The endpoints the README's curl examples call are APIs of the service."""
-    from service.app import CellZoo
+    from zoo.service.app import CellZoo
 
     text = README.read_text(encoding="utf-8")
     used = set(re.findall(r"localhost:3000/([a-z]+)", text))

@@ -11,7 +11,7 @@ import pytest
 from conftest import SMALL
 from typer.testing import CliRunner
 
-from cli.main import app
+from zoo.cli.main import app
 from zoo.build import GENERALIST, NUCLEI, SYNTHETIC_PARAMS, BuildConfig, BuildReport, build_zoo
 from zoo.cluster import ClusterParams, build_style_bank
 from zoo.data.synthetic import generate, generate_dataset

@@ -1,6 +1,6 @@
 """The BentoML services, served for real: `bentoml serve` on a free 127.0.0.1 port.
 
-The split deployment (``service.app:CellZoo``: API service + batched network service)
+The split deployment (``zoo.service.app:CellZoo``: API service + batched network service)
 is what most tests talk to; one test checks the single-process mode gives the same
 masks. Images are small so the suite stays quick on a 2-core CPU.
 """
@@ -48,7 +48,7 @@ def home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def url(home):
     env = {"ZOO_MAX_PIXELS": str(MAX_PIXELS), "ZOO_NETWORK_TIMEOUT": "60", "ZOO_RETRY_AFTER": "3"}
-    with served("service.app:CellZoo", home, env=env) as base:
+    with served("zoo.service.app:CellZoo", home, env=env) as base:
         yield base
 
 
@@ -389,7 +389,7 @@ def test_zoo_serve_single_process_mode_gives_the_same_masks(url, tmp_path):
 
 
 def test_serve_options_size_the_deployment():
-    from cli.serve import config_options
+    from zoo.cli.serve import config_options
 
     assert config_options(workers=4, gpus=1, single=False) == (
         "services.cellzoo.workers=4 services.cellzoo_network.resources.gpu=1")
@@ -397,15 +397,27 @@ def test_serve_options_size_the_deployment():
 
 
 def test_bentoml_build_packages_the_service_and_zoo(tmp_path):
+    """The bento installs the cellzoo wheel: service, library and the shipped zoo in it."""
+    import shutil
+    import zipfile
+
+    context = tmp_path / "context"
+    context.mkdir()
+    shutil.copy(ROOT / "bentofile.yaml", context)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                            "--wheel-dir", str(context / "dist"), str(ROOT)],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml")}
-    done = subprocess.run([sys.executable, "-m", "bentoml", "build", "--output", "tag"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "bentoml", "build", "--output", "tag"],
+                          cwd=context, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    bentos = list((tmp_path / "bentoml" / "bentos" / "cellzoo").glob("*/src"))
+    bentos = [p.parent for p in (tmp_path / "bentoml" / "bentos" / "cellzoo").glob("*/bento.yaml")]
     assert bentos, "no bento written"
-    src = bentos[0]
-    assert (src / "models.yaml").is_file() and (src / "service" / "app.py").is_file()
-    assert (src / "service" / "core.py").is_file()
-    assert (src / "weights" / "cpnet.generalist.safetensors").is_file()
-    spec = (src.parent / "bento.yaml").read_text()
-    assert "cellzoo_network" in spec
+    wheels = list(bentos[0].glob("env/python/wheels/cellzoo-*.whl"))
+    assert wheels, "the bento does not carry the cellzoo wheel"
+    names = set(zipfile.ZipFile(wheels[0]).namelist())
+    assert {"zoo/service/app.py", "zoo/service/core.py", "zoo/shipped/models.yaml",
+            "zoo/shipped/weights/cpnet.generalist.safetensors"} <= names
+    spec = (bentos[0] / "bento.yaml").read_text()
+    assert "cellzoo_network" in spec and "zoo.service.app:CellZoo" in spec

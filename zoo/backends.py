@@ -120,7 +120,7 @@ class OnnxRunner:
         try:
             import onnxruntime as ort
         except ImportError as error:  # pragma: no cover - onnxruntime is a dependency
-            raise BackendError("the onnx backend needs onnxruntime installed") from error
+            raise BackendError("the onnx backend needs onnxruntime: pip install 'cellzoo[onnx]' (or onnxruntime-gpu on CUDA)") from error
         available = ort.get_available_providers()
         wants_cuda = device.startswith("cuda") or device == "auto"
         providers = ["CPUExecutionProvider"]

@@ -59,10 +59,15 @@ Source = Literal["auto", "local", "hub"]
 
 
 def embedded_manifest_path() -> Path:
-    """``models.yaml`` of the zoo shipped with cellzoo (at the root of the source checkout)."""
-    import zoo
+    """``models.yaml`` of the zoo shipped with cellzoo.
 
-    return Path(zoo.__file__).resolve().parent.parent / "models.yaml"
+    An installed wheel holds it as package data (``zoo/shipped/models.yaml``, weights beside
+    it); a source checkout (or an editable install) has it at the repository root.
+    """
+    package = Path(__file__).resolve().parent
+    installed = package / "shipped" / "models.yaml"
+    checkout = package.parent / "models.yaml"
+    return checkout if not installed.is_file() and checkout.is_file() else installed
 
 
 def sha256_file(path: str | Path) -> str:
