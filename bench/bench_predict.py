@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from zoo.data.shapes import ShapeParams, random_labels  # noqa: E402
 from zoo.model import SegmentationModel  # noqa: E402
 from zoo.nets.cpnet import NetConfig  # noqa: E402
-from zoo.predict import Predictor, PredictParams  # noqa: E402
+from zoo.params import PredictParams  # noqa: E402
+from zoo.predict import Predictor  # noqa: E402
 from zoo.settings import Settings  # noqa: E402
 
 WIDTHS = {"cellpose": (2, 32, 64, 128, 256), "small": (2, 16, 32, 64, 128)}

@@ -31,8 +31,8 @@ import tifffile
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.serving import served  # noqa: E402
 from zoo.data.synthetic import STYLES, generate  # noqa: E402
+from zoo.params import PredictParams  # noqa: E402
 from zoo.pipeline import Zoo  # noqa: E402
-from zoo.predict import PredictParams  # noqa: E402
 from zoo.settings import Settings  # noqa: E402
 
 

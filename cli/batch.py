@@ -112,7 +112,7 @@ class Outputs:
 
     def write(self, stem: str, labels: np.ndarray, image: np.ndarray | None) -> None:
         """Write the masks (and the overlay of ``image``), each renamed into place whole."""
-        from zoo import io
+        from zoo import io, viz
 
         staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.folder))
         try:
@@ -121,7 +121,7 @@ class Outputs:
                 if image is None:
                     raise ValueError("an overlay needs the image")
                 written.append(io.write_png(staging / f"{stem}_overlay.png",
-                                            io.overlay(image, labels)))
+                                            viz.overlay(image, labels)))
             for path in written:
                 os.replace(path, self.folder / path.name)
         finally:

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from zoo.cli.app import app
 from zoo.cli.common import errors_as_one_line
-from zoo.cli.main import app
 
 
 @app.command()

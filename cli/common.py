@@ -8,12 +8,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zoo.cli.main import fail
+from zoo.cli.app import fail
 from zoo.errors import ZooError
-from zoo.io import OUTPUT_SUFFIXES
+from zoo.io.decode import IMAGE_SUFFIXES
+from zoo.io.outputs import OUTPUT_SUFFIXES
 
-#: Files a folder or glob yields (compared in lower case); a file named directly is always read.
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 #: Name endings of what ``zoo segment`` writes; folders and globs skip such files.
 OWN_OUTPUTS = (*OUTPUT_SUFFIXES.values(), "_overlay.png")
 _GLOB_CHARS = frozenset("*?[")
@@ -28,20 +27,15 @@ def errors_as_one_line() -> Iterator[None]:
         fail(str(error))
 
 
-def open_zoo(manifest: Path | None = None, *, backend: str | None = None):
-    """The ``Zoo`` over the embedded registry (or ``manifest``), settings from the env."""
-    from dataclasses import replace
-
+def open_zoo(**options: object):
+    """The ``Zoo`` of the default registry (``Registry.default``): settings from the
+    environment, overridden by the command's options that were given (not None)."""
     from zoo.pipeline import Zoo
     from zoo.registry import Registry
     from zoo.settings import Settings
 
-    settings = Settings.from_env()
-    if backend is not None:
-        settings = replace(settings, backend=backend)
-    registry = (Registry.from_path(manifest, settings=settings) if manifest
-                else Registry.embedded(settings))
-    return Zoo(registry, settings=settings)
+    settings = Settings.from_env(**options)
+    return Zoo(Registry.default(settings), settings=settings)
 
 
 @dataclass

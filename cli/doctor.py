@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
+from zoo.cli.app import app, fail
 from zoo.cli.common import errors_as_one_line
-from zoo.cli.main import app, fail
 
 
 @app.command()
@@ -19,7 +19,7 @@ def doctor(
     as_json: Annotated[bool, typer.Option(
         "--json", help="One JSON object instead of text.")] = False,
     manifest: Annotated[Path | None, typer.Option(
-        help="Check this models.yaml (default: the shipped zoo).", envvar="ZOO_MANIFEST",
+        help="Check this models.yaml instead of the shipped zoo (default: $ZOO_MANIFEST).",
         show_default=False)] = None,
 ) -> None:
     """Show torch/CUDA, onnxruntime, numba, the model cache and registry health.
@@ -31,7 +31,7 @@ def doctor(
     from zoo.settings import Settings
 
     with errors_as_one_line():
-        settings = Settings.from_env()
+        settings = Settings.from_env(manifest=manifest)
         report = {
             "cellzoo": zoo.__version__,
             "python": platform.python_version(),
@@ -39,7 +39,7 @@ def doctor(
             "onnxruntime": _onnxruntime(),
             "numba": _numba(),
             "cache": _cache(settings.home),
-            "registry": _registry(settings, manifest),
+            "registry": _registry(settings),
         }
     if as_json:
         typer.echo(json.dumps(report, indent=1))
@@ -94,13 +94,12 @@ def _cache(home: Path) -> dict[str, Any]:
     return {"path": str(home), "exists": home.is_dir(), "files": n_files, "bytes": n_bytes}
 
 
-def _registry(settings, manifest: Path | None) -> dict[str, Any]:
+def _registry(settings) -> dict[str, Any]:
     """Registry health: every model checked by ``_model``."""
     from zoo.registry import Registry, embedded_manifest_path
 
-    path = manifest if manifest is not None else embedded_manifest_path()
-    registry = (Registry.from_path(path, settings=settings) if manifest is not None
-                else Registry.embedded(settings))
+    path = settings.manifest if settings.manifest is not None else embedded_manifest_path()
+    registry = Registry.default(settings)
     models = [_model(registry, entry) for entry in registry.list()]
     return {"manifest": str(path), "models": models,
             "ok": bool(models) and all(m["ok"] for m in models)}
@@ -109,9 +108,9 @@ def _registry(settings, manifest: Path | None) -> dict[str, Any]:
 def _model(registry, entry) -> dict[str, Any]:
     """One model's files against their pinned size and sha256 (``file_problems``): the
     registry's local copies, or for a Hub model without them, its cached copy if any."""
-    from zoo.registry import file_problems
+    from zoo.files import file_problems
 
-    root = registry.source_dir
+    root = registry.layer_dir(entry.ref)
     local = root is not None and all((root / spec.path).is_file() for spec in entry.files)
     installed = registry.is_installed(entry.ref)
     if local:

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
+from zoo.cli.app import app
 from zoo.cli.common import errors_as_one_line, open_zoo
-from zoo.cli.main import app
 from zoo.preprocess import parse_channels
 
 COLUMNS = (0.5, 0.75, 0.9)
@@ -22,19 +22,19 @@ def evaluate_command(
     channels: Annotated[str, typer.Option(help="Cytoplasm[,nucleus] channel indices.")] = "0,1",
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Write per-image rows here.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write an AP-vs-IoU plot (PNG) here.")] = None,
-    manifest: Annotated[Path | None, typer.Option(help="Use this models.yaml.", envvar="ZOO_MANIFEST")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="Use this models.yaml.")] = None,
 ) -> None:
     """Score MODEL on DATASET: AP at 0.5/0.75/0.9, mAP and F1 per image and in total."""
     from zoo.data.readers import read_dataset
     from zoo.evaluate import SYNTHETIC, evaluate, synthetic_test_set
-    from zoo.predict import PredictParams
+    from zoo.params import PredictParams
 
     with errors_as_one_line():
         cyto, nucleus = parse_channels(channels)
         params = PredictParams(cyto_channel=cyto, nucleus_channel=nucleus)
         items = (synthetic_test_set(dataset) if dataset.split(":")[0] == SYNTHETIC
                  else read_dataset(Path(dataset)))
-        result = evaluate(open_zoo(manifest), items, model=model, params=params)
+        result = evaluate(open_zoo(manifest=manifest), items, model=model, params=params)
     rows = [(r.name, r.model, r.scores) for r in result.images] + [("TOTAL", model, result.total)]
     index = [result.total.thresholds.index(t) for t in COLUMNS]
     typer.echo("| image | model | " + " | ".join(f"AP@{t:g}" for t in COLUMNS) + " | mAP | F1@0.5 |")
@@ -50,19 +50,7 @@ def evaluate_command(
                 writer.writerow([name, used, *(round(scores.ap[i], 4) for i in index),
                                  round(scores.coco_map, 4), round(scores.f1[0], 4)])
     if plot:
-        _plot(result.total, model, plot)
+        from zoo.viz import plot_ap_curves
 
+        plot_ap_curves({model: (result.total.thresholds, result.total.ap)}, plot)
 
-def _plot(total, label: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(5.5, 4), dpi=120)
-    axes = figure.subplots()
-    axes.plot(total.thresholds, total.ap, marker="o", label=label)
-    axes.set(xlabel="IoU threshold", ylabel="average precision", ylim=(0, 1))
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.savefig(path, bbox_inches="tight")

@@ -9,15 +9,15 @@ from typing import Annotated
 
 import typer
 
-from zoo.cli.main import app, fail
+from zoo.cli.app import app, fail
 from zoo.errors import ZooError
 
 ManifestOption = Annotated[
     Path | None,
     typer.Option(
         "--manifest",
-        envvar="ZOO_MANIFEST",
-        help="models.yaml to use (default: the zoo shipped with cellzoo).",
+        help="models.yaml to use instead of the shipped zoo (default: $ZOO_MANIFEST, else "
+        "the shipped zoo); your own zoo under ZOO_HOME is always included.",
     ),
 ]
 RemoteOption = Annotated[
@@ -41,13 +41,11 @@ def _registry(manifest: Path | None, remote: str | None = None):
     from zoo.registry import Registry
     from zoo.settings import Settings
 
-    settings = Settings.from_env()
+    settings = Settings.from_env(manifest=manifest)
     if remote is not None:
         hub = HubSettings.from_env()
         return Registry(fetch_remote_index(remote, hub), settings=settings, hub=hub)
-    if manifest is not None:
-        return Registry.from_path(manifest, settings=settings)
-    return Registry.embedded(settings)
+    return Registry.default(settings)
 
 
 def _size(n: int) -> str:
@@ -162,11 +160,9 @@ def push(
     manifest: ManifestOption = None,
 ) -> None:
     """Publish a model and its model card to the Hub, then pin the new commit in models.yaml."""
-    from zoo import hub
-
     with _errors():
         registry = _registry(manifest)
-        commit = hub.push(name, registry, repo, hub=registry.hub, index_repo=index, force=force)
+        commit = registry.push(name, repo, index_repo=index, force=force)
         entry = registry.entry(name)
     typer.echo(f"pushed {entry.ref} to hf://{repo}@{commit}")
     if registry.manifest_path is not None:

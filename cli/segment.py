@@ -12,9 +12,9 @@ from typing import Annotated
 
 import typer
 
+from zoo.cli.app import app, fail
 from zoo.cli.batch import Failure, Outcome, Outputs, Record, Summary, plan
 from zoo.cli.common import errors_as_one_line, expand_inputs, open_zoo
-from zoo.cli.main import app, fail
 from zoo.io import OUTPUT_SUFFIXES
 
 FORMATS = tuple(OUTPUT_SUFFIXES)
@@ -42,9 +42,11 @@ def segment(
     server: Annotated[str | None, typer.Option(
         help="Send images to the cellzoo service at this URL instead of computing here.",
         show_default=False)] = None,
-    backend: Annotated[str, typer.Option(help="torch or onnx (local only).")] = "torch",
+    backend: Annotated[str | None, typer.Option(
+        help="torch or onnx (local only; default: $ZOO_BACKEND, else torch).",
+        show_default=False)] = None,
     manifest: Annotated[Path | None, typer.Option(
-        help="Use this models.yaml (local only).", envvar="ZOO_MANIFEST")] = None,
+        help="Use this models.yaml (local only).")] = None,
 ) -> None:
     """Segment images; write <stem>_masks.tif (or --format), overlays and summary.csv into OUT.
 
@@ -52,7 +54,7 @@ def segment(
     Outputs are named by file stem: a second input with a stem already taken fails.
     An unreadable image is reported and skipped; the exit code is 1 if any image failed.
     """
-    from zoo.predict import PredictParams
+    from zoo.params import PredictParams
     from zoo.preprocess import parse_channels
 
     if fmt not in FORMATS:
@@ -91,11 +93,11 @@ def segment(
              f"{', '.join(str(f.image) for f in failures)}")
 
 
-def _zoo(model: str, backend: str, manifest: Path | None, *, check: bool):
+def _zoo(model: str, backend: str | None, manifest: Path | None, *, check: bool):
     """The local zoo; with ``check``, fail now, in one line, on an unknown model or a zoo
     without a router, rather than once per image."""
     with errors_as_one_line():
-        zoo = open_zoo(manifest, backend=backend)
+        zoo = open_zoo(manifest=manifest, backend=backend)
         if check and model == "auto":
             zoo.router  # noqa: B018
         elif check:

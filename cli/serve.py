@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from zoo.cli.main import app, fail
+from zoo.cli.app import app, fail
 
 ROOT = Path(__file__).resolve().parent.parent
 

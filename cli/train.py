@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from zoo.cli.app import app
 from zoo.cli.common import errors_as_one_line, open_zoo
-from zoo.cli.main import app
 
 
 @app.command()
@@ -20,7 +20,7 @@ def train(
     learning_rate: Annotated[float, typer.Option(help="Peak learning rate (SGD).")] = 0.1,
     diameter: Annotated[float, typer.Option(help="Mean diameter of a new model (ignored with --from).")] = 30.0,
     fmt: Annotated[str, typer.Option("--format", help="auto, cellpose, coco or tissuenet.")] = "auto",
-    manifest: Annotated[Path | None, typer.Option(help="Register in this models.yaml (default: the embedded one).", envvar="ZOO_MANIFEST")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="Base zoo: this models.yaml instead of the shipped one. The new model is registered in your own zoo under ZOO_HOME.")] = None,
 ) -> None:
     """Train a model on annotated IMAGES and register it as NAME (kind: user)."""
     from tqdm import tqdm
@@ -32,7 +32,7 @@ def train(
     from zoo.userzoo import register_model
 
     with errors_as_one_line():
-        zoo = open_zoo(manifest)
+        zoo = open_zoo(manifest=manifest)
         dataset = read_dataset(images, fmt)
         model = (zoo.registry.load_model(parent) if parent
                  else SegmentationModel.create(diam_mean=diameter))

@@ -29,7 +29,6 @@ import numpy as np
 from bentoml.validators import TensorSchema
 from pydantic import BaseModel, ConfigDict
 
-from zoo.service.config import ServiceConfig
 from zoo.errors import (
     ImageTooLargeError,
     InvalidImageError,
@@ -39,9 +38,11 @@ from zoo.errors import (
     UnsupportedFormatError,
     ZooError,
 )
+from zoo.params import PredictParams
 from zoo.pipeline import AUTO, Zoo
-from zoo.predict import Prediction, Predictor, PredictParams
+from zoo.predict import Prediction, Predictor
 from zoo.router import RouteResult, embed
+from zoo.service.config import ServiceConfig
 
 log = logging.getLogger(__name__)
 

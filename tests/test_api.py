@@ -14,8 +14,8 @@ import zoo
 from zoo import api
 from zoo.errors import InvalidParamsError, UnknownModelError
 from zoo.io import read_image
+from zoo.params import PredictParams
 from zoo.pipeline import Segmentation, Zoo
-from zoo.predict import PredictParams
 from zoo.router import RouteResult
 from zoo.settings import Settings
 

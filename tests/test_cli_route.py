@@ -12,11 +12,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from zoo.cli.main import app
-from zoo.cli.route import embed_2d
 from zoo.io import read_image
+from zoo.params import PredictParams
 from zoo.pipeline import Zoo
-from zoo.predict import PredictParams
 from zoo.settings import Settings
+from zoo.viz import embed_2d
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not (ROOT / "models.yaml").is_file(), reason="no shipped zoo")

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from zoo.cli.main import app
 from zoo.io import coco_rle_to_labels, read_image
+from zoo.params import PredictParams
 from zoo.pipeline import Zoo
-from zoo.predict import PredictParams
 from zoo.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

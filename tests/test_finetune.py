@@ -12,7 +12,8 @@ import pytest
 from zoo.data.synthetic import Sample, generate
 from zoo.metrics import aggregate, match_counts
 from zoo.model import SegmentationModel
-from zoo.predict import Predictor, PredictParams
+from zoo.params import PredictParams
+from zoo.predict import Predictor
 from zoo.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from hubserver import HubServer, make_entry, write_zoo
 
-from zoo import hub
 from zoo.errors import HubError, IntegrityError, OfflineError, PushRefusedError
 from zoo.hub import HubSettings, fetch_remote_index
 from zoo.manifest import Manifest, ModelEntry, Source, load_manifest
@@ -247,7 +246,7 @@ def test_push_then_pull_back_byte_identical(
     registry = Registry.from_path(
         local_zoo, settings=Settings(home=tmp_path / "home"), hub=hub_settings
     )
-    commit = hub.push("cpnet.tn1", registry, "org/cpnet.tn1", hub=hub_settings)
+    commit = registry.push("cpnet.tn1", "org/cpnet.tn1")
     assert len(commit) == 40 and server.store.resolve("org/cpnet.tn1", commit) == commit
     saved = load_manifest(local_zoo).models[1]  # the local models.yaml now pins the commit
     assert saved.source == Source(repo_id="org/cpnet.tn1", revision=commit)
@@ -278,18 +277,18 @@ def test_push_refuses_to_overwrite_a_version(
     registry = Registry.from_path(
         local_zoo, settings=Settings(home=tmp_path / "home"), hub=hub_settings
     )
-    first = hub.push("cpnet.generalist", registry, "org/gen", hub=hub_settings)
+    first = registry.push("cpnet.generalist", "org/gen")
     with pytest.raises(
         PushRefusedError, match="cpnet.generalist@1.0.0 is already published in org/gen"
     ):
-        hub.push("cpnet.generalist", registry, "org/gen", hub=hub_settings)
-    forced = hub.push("cpnet.generalist", registry, "org/gen", hub=hub_settings, force=True)
+        registry.push("cpnet.generalist", "org/gen")
+    forced = registry.push("cpnet.generalist", "org/gen", force=True)
     assert forced != first
     newer = registry.entry("cpnet.generalist").model_copy(
         update={"version": "1.1.0", "source": None}
     )
     registry.update(newer)
-    hub.push("cpnet.generalist@1.1.0", registry, "org/gen", hub=hub_settings)
+    registry.push("cpnet.generalist@1.1.0", "org/gen")
     assert [m.ref for m in fetch_remote_index("org/gen", hub_settings).models] == [
         "cpnet.generalist@1.0.0",
         "cpnet.generalist@1.1.0",
@@ -306,7 +305,7 @@ def test_push_refuses_another_models_repo(
         local_zoo, settings=Settings(home=tmp_path / "home"), hub=hub_settings
     )
     with pytest.raises(PushRefusedError, match="another model"):
-        hub.push("cpnet.tn1", registry, "org/taken", hub=hub_settings)
+        registry.push("cpnet.tn1", "org/taken")
 
 
 def test_registry_repo_lists_models_published_later(
@@ -315,8 +314,8 @@ def test_registry_repo_lists_models_published_later(
     registry = Registry.from_path(
         local_zoo, settings=Settings(home=tmp_path / "home"), hub=hub_settings
     )
-    hub.push("cpnet.generalist", registry, "org/gen", hub=hub_settings, index_repo="org/registry")
-    hub.push("cpnet.tn1", registry, "org/tn1", hub=hub_settings, index_repo="org/registry")
+    registry.push("cpnet.generalist", "org/gen", index_repo="org/registry")
+    registry.push("cpnet.tn1", "org/tn1", index_repo="org/registry")
     tn1_files = server.store.files("org/tn1", registry.entry("cpnet.tn1").source.revision)
     card = server.store.blob(tn1_files["README.md"]["sha256"]).read_text()
     assert "base_model: org/gen" in card  # the parent was published first
@@ -344,7 +343,7 @@ def test_push_pins_fresh_checksums_of_local_files(
     registry = Registry.from_path(
         local_zoo, settings=Settings(home=tmp_path / "home"), hub=hub_settings
     )
-    hub.push("cpnet.generalist", registry, "org/gen", hub=hub_settings)
+    registry.push("cpnet.generalist", "org/gen")
     spec = load_manifest(local_zoo).models[0].files[0]
     assert (spec.sha256, spec.size) == (hashlib.sha256(retrained).hexdigest(), len(retrained))
 
@@ -354,7 +353,7 @@ def test_offline_push_is_refused(hub_settings, local_zoo: Path, tmp_path: Path) 
         local_zoo, settings=Settings(home=tmp_path / "home", offline=True)
     )
     with pytest.raises(OfflineError, match="offline"):
-        hub.push("cpnet.tn1", registry, "org/x", hub=hub_settings)
+        registry.push("cpnet.tn1", "org/x")
 
 
 def test_token_never_appears_in_errors_or_logs(tmp_path: Path, local_zoo: Path, caplog) -> None:
@@ -367,7 +366,7 @@ def test_token_never_appears_in_errors_or_logs(tmp_path: Path, local_zoo: Path, 
         )
         caplog.set_level(logging.DEBUG)
         with pytest.raises(HubError) as info:
-            hub.push("cpnet.tn1", registry, "org/tn1", hub=settings)
+            registry.push("cpnet.tn1", "org/tn1")
         assert server.stats.requests[0][2] == 401
     assert "401" in str(info.value) or "Unauthorized" in str(info.value)
     assert secret not in str(info.value) and secret not in caplog.text

@@ -19,13 +19,12 @@ from zoo.data.shapes import ShapeParams, random_labels
 from zoo.errors import InvalidImageError, InvalidLabelsError, UnsupportedFormatError
 from zoo.io import (
     as_yxc,
-    detect_format,
+    detect_image_format,
     labels_to_coco_rle,
     labels_to_geojson,
     labels_to_imagej_rois,
     outline_polygons,
     outlines,
-    overlay,
     read_image,
     write_coco,
     write_geojson,
@@ -193,7 +192,7 @@ def test_bytes_and_path_agree_and_format_comes_from_magic(tmp_path: Path) -> Non
         str(tmp_path / "misnamed.tif"),
     ):
         np.testing.assert_array_equal(read_image(source), data)
-    assert detect_format(payload) == "png"
+    assert detect_image_format(payload) == "png"
 
 
 def test_as_yxc() -> None:
@@ -419,27 +418,6 @@ def test_geojson_structure(tmp_path: Path, labels: np.ndarray) -> None:
 
 
 # --------------------------------------------------------------------------- overlay, PNG
-
-
-def test_overlay_colours_outlines_on_grey(tmp_path: Path, labels: np.ndarray) -> None:
-    image = ndimage.gaussian_filter((labels > 0).astype(float), 2) * 500 + RNG.normal(
-        100, 10, labels.shape
-    )
-    rgb = overlay(image, labels)
-    assert rgb.shape == (*labels.shape, 3) and rgb.dtype == np.uint8
-    edge = outlines(labels)
-    grey = (rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])
-    assert grey[~edge].all() and not grey[edge].any()
-    for label in (1, 5):  # one colour per cell, the same on every call
-        colours = np.unique(rgb[edge & (labels == label)], axis=0)
-        assert len(colours) == 1
-    np.testing.assert_array_equal(overlay(image, labels), rgb)
-    rgb_input = np.stack([image, image * 0.5, image * 2], axis=-1).astype(np.float32)
-    assert overlay(rgb_input, labels).shape == rgb.shape
-    path = write_png(tmp_path / "overlay.png", rgb)
-    np.testing.assert_array_equal(read_image(path), rgb)
-    with pytest.raises(InvalidImageError, match=r"\(5, 5\)"):
-        overlay(np.zeros((5, 5)), labels)
 
 
 def test_write_png_validates(tmp_path: Path) -> None:

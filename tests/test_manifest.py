@@ -9,7 +9,6 @@ import pytest
 from pydantic import ValidationError
 
 from zoo.errors import InvalidNameError, ManifestError
-from zoo.flows import FlowParams
 from zoo.manifest import (
     Manifest,
     ModelEntry,
@@ -25,6 +24,7 @@ from zoo.manifest import (
     validate_manifest,
     version_key,
 )
+from zoo.params import FlowParams
 
 SHA = "ab" * 32
 COMMIT = "c0ffee" + "0" * 34

@@ -11,8 +11,8 @@ import pytest
 from conftest import SMALL
 from typer.testing import CliRunner
 
-from zoo.cli.main import app
 from zoo.build import GENERALIST, NUCLEI, SYNTHETIC_PARAMS, BuildConfig, BuildReport, build_zoo
+from zoo.cli.main import app
 from zoo.cluster import ClusterParams, build_style_bank
 from zoo.data.synthetic import generate, generate_dataset
 from zoo.errors import UnknownModelError

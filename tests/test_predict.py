@@ -5,9 +5,9 @@ import pytest
 
 from zoo.backends import OnnxRunner, TorchRunner, export_onnx
 from zoo.errors import InvalidImageError, InvalidParamsError
-from zoo.flows import FlowParams
 from zoo.model import SegmentationModel, SizeRegressor
-from zoo.predict import Predictor, PredictParams
+from zoo.params import FlowParams, PredictParams
+from zoo.predict import Predictor
 from zoo.settings import Settings
 
 NO_QC = FlowParams(flow_threshold=0.0)

@@ -15,8 +15,7 @@ from zoo.data.readers import (
     CocoOptions,
     LabeledImage,
     TissueNetOptions,
-    decode_rle,
-    detect_format,
+    detect_dataset_format,
     iter_cellpose_folder,
     iter_dataset,
     polygon_to_mask,
@@ -24,7 +23,13 @@ from zoo.data.readers import (
     resolve_overlaps,
     segmentation_to_mask,
 )
-from zoo.errors import DatasetError, InvalidParamsError, UnsupportedFormatError
+from zoo.errors import (
+    DatasetError,
+    InvalidLabelsError,
+    InvalidParamsError,
+    UnsupportedFormatError,
+)
+from zoo.io.rle import rle_to_mask
 
 mask_utils = pytest.importorskip("pycocotools.mask")
 
@@ -157,14 +162,14 @@ def test_detect_format(tmp_path: Path) -> None:
     (tmp_path / "d.npz").write_bytes(b"")
     (tmp_path / "d.csv").write_text("")
     (tmp_path / "empty").mkdir()
-    assert detect_format(tmp_path) == "cellpose"
-    assert detect_format(tmp_path / "d.json") == "coco"
-    assert detect_format(tmp_path / "d.npz") == "tissuenet"
+    assert detect_dataset_format(tmp_path) == "cellpose"
+    assert detect_dataset_format(tmp_path / "d.json") == "coco"
+    assert detect_dataset_format(tmp_path / "d.npz") == "tissuenet"
     for bad in ("d.csv", "empty"):
         with pytest.raises(UnsupportedFormatError, match=bad):
-            detect_format(tmp_path / bad)
+            detect_dataset_format(tmp_path / bad)
     with pytest.raises(FileNotFoundError):
-        detect_format(tmp_path / "missing.json")
+        detect_dataset_format(tmp_path / "missing.json")
 
 
 def test_dispatch_rejects_wrong_options_and_unknown_format(tmp_path: Path) -> None:
@@ -232,21 +237,23 @@ def test_rle_compressed_and_uncompressed_match_pycocotools() -> None:
             mask = np.zeros((h, w), bool)
             mask[rng.integers(0, h) : h, rng.integers(0, w) : w] = True
         compressed = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-        assert np.array_equal(decode_rle(compressed), mask)  # bytes counts
+        assert np.array_equal(rle_to_mask(compressed), mask)  # bytes counts
         as_json = {"size": compressed["size"], "counts": compressed["counts"].decode("ascii")}
-        assert np.array_equal(decode_rle(as_json), mask)
+        assert np.array_equal(rle_to_mask(as_json), mask)
         plain = _uncompressed_rle(mask)
-        assert np.array_equal(decode_rle(plain), _coco_decode(plain, h, w))
-        assert np.array_equal(decode_rle(plain), mask)
+        assert np.array_equal(rle_to_mask(plain), _coco_decode(plain, h, w))
+        assert np.array_equal(rle_to_mask(plain), mask)
 
 
 def test_rle_rejects_bad_counts() -> None:
-    with pytest.raises(DatasetError, match="sum to h\\*w = 6"):
-        decode_rle({"size": [2, 3], "counts": [1, 2]})
-    with pytest.raises(DatasetError, match="mid-number"):
-        decode_rle({"size": [2, 3], "counts": "P"})  # 'P' - 48 = 0x20: more groups promised
-    with pytest.raises(DatasetError, match="invalid character"):
-        decode_rle({"size": [2, 3], "counts": " "})
+    with pytest.raises(InvalidLabelsError, match="runs cover 3 pixels"):
+        rle_to_mask({"size": [2, 3], "counts": [1, 2]})
+    with pytest.raises(InvalidLabelsError, match="truncated"):
+        rle_to_mask({"size": [2, 3], "counts": "P"})  # 'P' - 48 = 0x20: more groups promised
+    with pytest.raises(InvalidLabelsError, match="outside"):
+        rle_to_mask({"size": [2, 3], "counts": " "})
+    with pytest.raises(DatasetError, match="runs cover 3 pixels"):  # as the COCO reader sees it
+        segmentation_to_mask({"size": [2, 3], "counts": [1, 2]}, (2, 3))
     with pytest.raises(DatasetError, match="RLE size"):
         segmentation_to_mask({"size": [3, 3], "counts": [9]}, (2, 3))
 

@@ -7,7 +7,8 @@ import pytest
 
 from zoo.cluster import ClusterParams, StyleBank, build_style_bank
 from zoo.errors import InvalidParamsError
-from zoo.predict import Predictor, PredictParams
+from zoo.params import PredictParams
+from zoo.predict import Predictor
 from zoo.router import Router, RouteResult, embed, embed_many
 
 N_BLOBS, DIM, GENERALIST = 6, 32, "cpnet.generalist"

@@ -30,8 +30,8 @@ from PIL import Image
 from tests.serving import ROOT, served
 from zoo.data.synthetic import STYLES, generate
 from zoo.io import read_image
+from zoo.params import PredictParams
 from zoo.pipeline import Zoo
-from zoo.predict import PredictParams
 from zoo.settings import Settings
 
 DEMO = ROOT / "samples" / "demo.tif"

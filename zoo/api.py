@@ -28,8 +28,8 @@ from zoo.errors import InvalidParamsError
 
 if TYPE_CHECKING:
     from zoo.io import ImageSource
+    from zoo.params import PredictParams
     from zoo.pipeline import Segmentation, Zoo
-    from zoo.predict import PredictParams
     from zoo.router import RouteResult
 
 _default: Zoo | None = None
@@ -107,7 +107,7 @@ def predict_params(**params: Any) -> PredictParams:
     Raises:
         InvalidParamsError: an unknown keyword (close names are suggested) or a bad value.
     """
-    from zoo.predict import PredictParams
+    from zoo.params import PredictParams
     from zoo.preprocess import parse_channels
 
     known = {f.name for f in fields(PredictParams)}

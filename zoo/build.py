@@ -22,7 +22,8 @@ from zoo.data.synthetic import STYLES, Sample, generate_dataset
 from zoo.metrics import aggregate, match_counts
 from zoo.model import SegmentationModel
 from zoo.nets.cpnet import NetConfig
-from zoo.predict import Predictor, PredictParams
+from zoo.params import PredictParams
+from zoo.predict import Predictor
 from zoo.router import Router, embed_many
 from zoo.settings import Settings
 from zoo.train import TrainConfig, fit_size_model, train

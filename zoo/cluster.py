@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
@@ -250,6 +251,14 @@ class StyleBank:
             percentile of the bank's leave-one-out nearest-neighbour distances.
         k: neighbours that vote when routing.
         params: the clustering parameters used, or None for a hand-made bank.
+        refs: N reference ids, unique (e.g. the image file a style came from); default
+            ``<source or "ref">-<index>``. ``zoo route --json`` and the web page name the
+            nearest references by these.
+        thumbnails: ``(N, T, T, 3)`` uint8 small pictures of the references, or None.
+        map_xy: ``(N, 2)`` float32 positions of the references on the style map (a 2-D
+            layout made when the bank was built), or None.
+        embedding: how the reference styles were computed (the embedding model's name
+            and the embedding's settings); queries must be embedded the same way.
     """
 
     vectors: np.ndarray
@@ -261,6 +270,10 @@ class StyleBank:
     ood_threshold: float = 0.0
     k: int = 5
     params: ClusterParams | None = None
+    refs: list[str] = field(default_factory=list)
+    thumbnails: np.ndarray | None = None
+    map_xy: np.ndarray | None = None
+    embedding: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "vectors", np.ascontiguousarray(self.vectors, np.float32))
@@ -271,6 +284,14 @@ class StyleBank:
         specialists = {int(c): str(m) for c, m in self.specialists.items()}
         object.__setattr__(self, "specialists", specialists)
         object.__setattr__(self, "ood_threshold", float(self.ood_threshold))
+        refs = [str(r) for r in self.refs] or [
+            f"{source or 'ref'}-{index:04d}" for index, source in enumerate(self.sources)]
+        object.__setattr__(self, "refs", refs)
+        if self.thumbnails is not None:
+            object.__setattr__(self, "thumbnails", np.ascontiguousarray(self.thumbnails, np.uint8))
+        if self.map_xy is not None:
+            object.__setattr__(self, "map_xy", np.ascontiguousarray(self.map_xy, np.float32))
+        object.__setattr__(self, "embedding", dict(self.embedding))
         _check_arrays(self.vectors, self.labels, self.centroids)
         _check_metadata(self)
 
@@ -298,8 +319,14 @@ class StyleBank:
             "ood_threshold": self.ood_threshold,
             "k": self.k,
             "params": asdict(self.params) if self.params is not None else None,
+            "refs": self.refs,
+            "embedding": self.embedding,
         }
         tensors = {"vectors": self.vectors, "labels": self.labels, "centroids": self.centroids}
+        if self.thumbnails is not None:
+            tensors["thumbnails"] = self.thumbnails
+        if self.map_xy is not None:
+            tensors["map_xy"] = self.map_xy
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(path), metadata={"cellzoo": json.dumps(meta)})
         return path
@@ -329,6 +356,10 @@ class StyleBank:
                 ood_threshold=meta["ood_threshold"],
                 k=meta["k"],
                 params=ClusterParams(**meta["params"]) if meta["params"] is not None else None,
+                refs=meta.get("refs", []),
+                thumbnails=tensors.get("thumbnails"),
+                map_xy=tensors.get("map_xy"),
+                embedding=meta.get("embedding", {}),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ZooError(f"{path}: inconsistent style bank: {error}") from error
@@ -382,6 +413,16 @@ def _check_metadata(bank: StyleBank) -> None:
         raise InvalidParamsError(f"need {k_clusters} unique cluster names, got {bank.names}")
     if len(bank.sources) != n:
         raise InvalidParamsError(f"got {len(bank.sources)} sources for {n} vectors")
+    if len(bank.refs) != n or len(set(bank.refs)) != n:
+        raise InvalidParamsError(f"need {n} unique reference ids, got {len(set(bank.refs))}")
+    if bank.thumbnails is not None and (
+        bank.thumbnails.ndim != 4 or len(bank.thumbnails) != n or bank.thumbnails.shape[3] != 3
+    ):
+        raise InvalidParamsError(f"thumbnails must be ({n}, T, T, 3), got {bank.thumbnails.shape}")
+    if bank.map_xy is not None and (
+        bank.map_xy.shape != (n, 2) or not np.all(np.isfinite(bank.map_xy))
+    ):
+        raise InvalidParamsError(f"map_xy must be ({n}, 2) and finite, got {bank.map_xy.shape}")
     unknown = sorted(set(bank.specialists) - set(range(k_clusters)))
     if unknown:
         raise InvalidParamsError(f"specialists name clusters {unknown} outside 0..{k_clusters - 1}")

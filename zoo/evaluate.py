@@ -10,8 +10,8 @@ import numpy as np
 from zoo.data.readers import LabeledImage
 from zoo.data.synthetic import STYLES, generate_dataset
 from zoo.metrics import SegmentationScores, score
+from zoo.params import PredictParams
 from zoo.pipeline import AUTO, Zoo
-from zoo.predict import PredictParams
 
 #: Thresholds of the evaluation table and of the AP-vs-IoU curve.
 CURVE_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)

@@ -36,7 +36,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numba
@@ -44,6 +43,7 @@ import numpy as np
 from numba import njit
 
 from zoo.errors import InvalidImageError, InvalidParamsError
+from zoo.params import FlowParams
 
 __all__ = [
     "FlowParams",
@@ -59,50 +59,6 @@ _GROW_MIN_COUNT = 2  # bins holding more pixels than this join a growing mask
 _GROW_STEPS = 5  # king moves a mask grows from its seed
 _LANES = 16  # pixels followed together, so that their dependency chains overlap
 _TASKS_PER_THREAD = 16  # work is split this finely, so threads finish together
-
-
-@dataclass(frozen=True)
-class FlowParams:
-    """How flows and cell probability become labels (``flows_to_masks``).
-
-    Attributes:
-        niter: Euler steps each foreground pixel takes along the flows.
-        cellprob_threshold: pixels with ``cellprob`` above this are foreground.
-        flow_threshold: masks whose mean squared flow error exceeds this are
-            dropped; 0 turns this quality control off.
-        min_size: masks with fewer pixels than this (after hole filling) are dropped.
-        max_size_fraction: masks larger than this fraction of the image are dropped.
-    """
-
-    niter: int = 200
-    cellprob_threshold: float = 0.0
-    flow_threshold: float = 0.4
-    min_size: int = 15
-    max_size_fraction: float = 0.4
-
-    def __post_init__(self) -> None:
-        for name in ("niter", "min_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise InvalidParamsError(f"{name} must be an integer, got {value!r}")
-            object.__setattr__(self, name, int(value))
-        for name in ("cellprob_threshold", "flow_threshold", "max_size_fraction"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-                raise InvalidParamsError(f"{name} must be a number, got {value!r}")
-            if not math.isfinite(value):
-                raise InvalidParamsError(f"{name} must be finite, got {value!r}")
-            object.__setattr__(self, name, float(value))
-        if self.niter < 1:
-            raise InvalidParamsError(f"niter must be >= 1, got {self.niter}")
-        if self.min_size < 0:
-            raise InvalidParamsError(f"min_size must be >= 0, got {self.min_size}")
-        if self.flow_threshold < 0:
-            raise InvalidParamsError(f"flow_threshold must be >= 0, got {self.flow_threshold}")
-        if not 0 < self.max_size_fraction <= 1:
-            raise InvalidParamsError(
-                f"max_size_fraction must be in (0, 1], got {self.max_size_fraction}"
-            )
 
 
 class _LabelTable(NamedTuple):

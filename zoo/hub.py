@@ -31,9 +31,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from zoo.errors import HubError, OfflineError, PushRefusedError, ZooError
+from zoo.errors import HubError, PushRefusedError, ZooError
+from zoo.files import sha256_file
 from zoo.manifest import (
     FileSpec,
     Manifest,
@@ -44,10 +44,6 @@ from zoo.manifest import (
     loads_manifest,
     model_card,
 )
-from zoo.registry import sha256_file
-
-if TYPE_CHECKING:
-    from zoo.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -234,42 +230,33 @@ def _check_push(
         )
 
 
-def _local_files(registry: Registry, entry: ModelEntry) -> dict[str, Path]:
-    """The files to publish: the registry's local source copy if complete, else the cache."""
-    if registry.source_dir is not None:
-        files = {f.path: registry.source_dir / f.path for f in entry.files}
-        if all(path.is_file() for path in files.values()):
-            return files
-    return registry.resolve(entry.ref, verify=True).files
-
-
-def push(
-    name: str,
-    registry: Registry,
+def publish(
+    entry: ModelEntry,
+    files: Mapping[str, Path],
     repo_id: str,
     *,
     hub: HubSettings,
     index_repo: str | None = None,
     force: bool = False,
-) -> str:
-    """Publish model ``name`` of ``registry`` to Hub repo ``repo_id``; returns the new commit id.
+    base_model: str | None = None,
+) -> tuple[ModelEntry, str]:
+    """Publish ``entry``'s ``files`` (path in the entry → local file) to Hub repo ``repo_id``.
 
     Creates the repo if needed, commits the files and a model card, then records the entry,
     pinned to that commit with fresh checksums, in the repo's ``models.yaml`` (and in
-    ``index_repo``'s, a registry repo, when given). Finally updates the entry in ``registry``
-    and saves its manifest file. Refused (``PushRefusedError``) without ``force`` when the
-    version is already in a target index, or the repo holds another model's files.
+    ``index_repo``'s, a registry repo, when given). Refused (``PushRefusedError``) without
+    ``force`` when the version is already in a target index, or the repo holds another
+    model's files. ``Registry.push`` is the caller that also records the result locally.
+
+    Returns:
+        The published entry (its ``source`` pinned to the new commit) and the commit id.
     """
     check_repo_id(repo_id)
     if index_repo is not None:
         check_repo_id(index_repo)
-    if registry.settings.offline:
-        raise OfflineError(f"cannot push {name} to {repo_id}: offline mode is on")
-    entry = registry.entry(name)
     reserved = sorted(RESERVED & {f.path for f in entry.files})
     if reserved:
         raise PushRefusedError(f"{entry.ref}: file names {reserved} are reserved on the Hub repo")
-    files = _local_files(registry, entry)
     specs = [FileSpec(path=p, sha256=sha256_file(f), size=f.stat().st_size) for p, f in files.items()]
     api = _api(hub)
     targets = [repo_id] + ([index_repo] if index_repo not in (None, repo_id) else [])
@@ -279,16 +266,15 @@ def push(
         for target in targets:
             present = remote_files if target == repo_id else set()
             _check_push(entry, indexes[target], present, repo_id=target, force=force)
-        card = card_text(entry, base_model=_base_model(registry, entry))
-        commit = _commit_files(api, repo_id, entry, files, parent=heads[repo_id], card=card)
+        card = card_text(entry, base_model=base_model)
+        commit = _commit_files(api, repo_id, entry, dict(files), parent=heads[repo_id], card=card)
         source = Source(repo_id=repo_id, revision=commit)
         published = entry.model_copy(update={"source": source, "files": specs})
         for target in targets:
             parent = commit if target == repo_id else heads[target]
             _commit_index(api, target, indexes[target].replace(published), parent=parent)
-    registry.update(published)
     logger.info("pushed %s to %s at %s", entry.ref, repo_id, commit)
-    return commit
+    return published, commit
 
 
 def _remote_state(api, repos: list[str]) -> tuple[dict[str, str], dict[str, Manifest]]:
@@ -299,14 +285,6 @@ def _remote_state(api, repos: list[str]) -> tuple[dict[str, str], dict[str, Mani
         heads[repo_id] = api.repo_info(repo_id).sha
         indexes[repo_id] = _read_index(api, repo_id, heads[repo_id])
     return heads, indexes
-
-
-def _base_model(registry: Registry, entry: ModelEntry) -> str | None:
-    """The Hub repo of ``entry``'s parent, if the registry knows it as published."""
-    if entry.parent is None or entry.parent not in registry:
-        return None
-    source = registry.entry(entry.parent).source
-    return source.repo_id if source is not None else None
 
 
 def _commit_files(

@@ -41,7 +41,8 @@ from pydantic import (
 )
 
 from zoo.errors import InvalidNameError, ManifestError
-from zoo.flows import FlowParams
+from zoo.files import check_relative_path, file_problems
+from zoo.params import FlowParams
 
 SCHEMA_VERSION = 1
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -49,7 +50,6 @@ VERSION_RE = re.compile(r"^\d+(?:\.\d+){0,2}(?:[-+][0-9A-Za-z.-]+)?$")
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 WEIGHT_SUFFIXES = (".safetensors", ".onnx")
 
 Kind = Literal["generalist", "specialist", "nuclei", "user"]
@@ -77,23 +77,6 @@ def check_repo_id(repo_id: str) -> str:
     if not isinstance(repo_id, str) or not REPO_ID_RE.match(repo_id) or ".." in repo_id:
         raise InvalidNameError(f"invalid Hub repo id {repo_id!r}: expected org/name")
     return repo_id
-
-
-def check_relative_path(path: str) -> str:
-    """Return ``path`` if it is a normalised relative POSIX path that stays inside its root.
-
-    Refused: absolute paths, backslashes, drive letters, empty, ``.`` or ``..`` segments,
-    hidden segments (``.x``, reserved for cache markers) and characters outside
-    ``[A-Za-z0-9._-]``.
-    """
-    if not isinstance(path, str) or not path or len(path) > 255:
-        raise InvalidNameError(f"invalid file path {path!r}: must be a non-empty relative path")
-    if any(not _SEGMENT_RE.match(segment) for segment in path.split("/")):
-        raise InvalidNameError(
-            f"invalid file path {path!r}: must be relative, use '/' and stay inside the model "
-            "directory (no '..', no absolute paths, no hidden files)"
-        )
-    return path
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:
@@ -393,8 +376,6 @@ def validate_manifest(path: str | Path, *, check_files: bool = False) -> list[st
         return error.errors
     if not check_files:
         return []
-    from zoo.registry import file_problems  # local: registry imports this module
-
     root = Path(path).parent
     problems = []
     for i, entry in enumerate(manifest.models):

@@ -22,8 +22,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from zoo.errors import InvalidParamsError, ZooError
-from zoo.flows import FlowParams
 from zoo.nets.cpnet import CPNet, NetConfig
+from zoo.params import FlowParams
 
 FORMAT_VERSION = 1
 # The network predicts flows multiplied by this (training targets are 5 × unit flows, as in

@@ -17,7 +17,8 @@ import numpy as np
 from zoo.cluster import StyleBank
 from zoo.errors import ZooError
 from zoo.model import SegmentationModel
-from zoo.predict import Prediction, Predictor, PredictParams
+from zoo.params import PredictParams
+from zoo.predict import Prediction, Predictor
 from zoo.registry import Registry
 from zoo.router import Router, RouteResult, embed
 from zoo.settings import Settings
@@ -40,7 +41,8 @@ class Zoo:
     """Routing and segmentation over one registry.
 
     Args:
-        registry: the models; defaults to the embedded zoo with ``settings``.
+        registry: the models; default ``Registry.default(settings)`` (the shipped zoo or
+            ``settings.manifest``, plus the user's zoo).
         settings: backend, device and cache.
         max_loaded: how many predictors stay loaded (least recently used go first).
     """
@@ -53,7 +55,7 @@ class Zoo:
         max_loaded: int = 8,
     ) -> None:
         self.settings = settings or Settings.from_env()
-        self.registry = registry or Registry.embedded(self.settings)
+        self.registry = registry or Registry.default(self.settings)
         self.max_loaded = max(1, max_loaded)
         self._predictors: OrderedDict[str, Predictor] = OrderedDict()
         self._router: Router | None = None

@@ -13,56 +13,16 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from zoo.backends import Runner, make_runner
-from zoo.errors import InvalidImageError, InvalidParamsError
-from zoo.flows import FlowParams, flows_to_masks
+from zoo.errors import InvalidImageError
+from zoo.flows import flows_to_masks
 from zoo.model import NET_FLOW_SCALE, SegmentationModel
+from zoo.params import FlowParams, PredictParams
 from zoo.preprocess import normalize, resize, scaled_shape, select_channels
 from zoo.settings import Settings
 from zoo.tiling import extract_tiles, plan_tiles, stitch_tiles
 
 # flips for test-time augmentation: (flip axes of a (B, C, Y, X) batch, flow channels to negate)
 _FLIPS = (((), ()), ((2,), (0,)), ((3,), (1,)), ((2, 3), (0, 1)))
-
-
-@dataclass(frozen=True)
-class PredictParams:
-    """Everything that shapes one prediction.
-
-    Attributes:
-        cyto_channel: channel index of the cytoplasm (or only) signal.
-        nucleus_channel: channel index of the nuclear signal, or None.
-        percentiles: lower and upper percentile mapped to 0 and 1.
-        diameter: mean cell diameter in pixels; None estimates it with the model's
-            size regressor when it has one, else uses the model's mean diameter.
-        tile_size: network tile side in pixels (a multiple of the net divisor).
-        tile_overlap: fraction of a tile that neighbouring tiles share.
-        batch_size: tiles per network call.
-        augment: average the four flips (test-time augmentation).
-        flow: post-processing parameters; None uses the model's defaults.
-        style_size: longest side of the view used for the size-estimation pass.
-    """
-
-    cyto_channel: int = 0
-    nucleus_channel: int | None = None
-    percentiles: tuple[float, float] = (1.0, 99.0)
-    diameter: float | None = None
-    tile_size: int = 256
-    tile_overlap: float = 0.1
-    batch_size: int = 8
-    augment: bool = False
-    flow: FlowParams | None = None
-    style_size: int = 256
-
-    def __post_init__(self) -> None:
-        lower, upper = self.percentiles
-        if not 0 <= lower < upper <= 100:
-            raise InvalidParamsError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {self.percentiles}")
-        if self.diameter is not None and not self.diameter > 0:
-            raise InvalidParamsError(f"diameter must be positive or None, got {self.diameter}")
-        if self.batch_size < 1:
-            raise InvalidParamsError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.style_size < 16:
-            raise InvalidParamsError(f"style_size must be >= 16, got {self.style_size}")
 
 
 @dataclass

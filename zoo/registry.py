@@ -21,25 +21,22 @@ marker or files do not match the manifest is treated as absent and repaired by t
 
 from __future__ import annotations
 
+import copy
 import difflib
 import fnmatch
-import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from zoo.errors import IntegrityError, OfflineError, UnknownModelError, ZooError
+from zoo.files import file_problems, inside, swap_into_place
 from zoo.manifest import (
-    FileSpec,
     Manifest,
     ModelEntry,
-    check_relative_path,
     dump_manifest,
     load_manifest,
     parse_ref,
@@ -70,31 +67,6 @@ def embedded_manifest_path() -> Path:
     return checkout if not installed.is_file() and checkout.is_file() else installed
 
 
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_problems(
-    path: Path, spec: FileSpec, *, missing_ok: bool = False, check_hash: bool = True
-) -> str | None:
-    """Why ``path`` does not match ``spec`` (missing, size, sha256), or None when it does."""
-    if not path.is_file():
-        return None if missing_ok else f"{spec.path}: missing ({path})"
-    size = path.stat().st_size
-    if size != spec.size:
-        return f"{spec.path}: size {size} != pinned {spec.size}"
-    if check_hash:
-        digest = sha256_file(path)
-        if digest != spec.sha256:
-            return f"{spec.path}: sha256 {digest} != pinned {spec.sha256}"
-    return None
-
-
 @dataclass(frozen=True)
 class InstalledModel:
     """A model whose files are all in the cache and matched the manifest when installed.
@@ -120,11 +92,40 @@ class InstalledModel:
         return self.files[self.entry.style_bank] if self.entry.style_bank else None
 
 
+USER_ZOO = "user"
+
+
+def user_manifest_path(settings: Settings) -> Path:
+    """``models.yaml`` of the user's own zoo: ``<home>/user/models.yaml``. ``zoo train`` and
+    the importers save models there (weights in ``<home>/user/weights/``), never into the
+    install."""
+    return settings.home / USER_ZOO / "models.yaml"
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """One ``models.yaml`` of a registry.
+
+    Attributes:
+        manifest: its entries.
+        dir: where its relative file paths start (the local source), or None.
+        path: the file ``update`` writes back to, or None (read-only).
+    """
+
+    manifest: Manifest
+    dir: Path | None
+    path: Path | None
+
+
 class Registry:
-    """Models of one manifest, installed into the cache of ``settings.home``.
+    """Models of one or more manifests, installed into the cache of ``settings.home``.
+
+    A registry stacks layers: usually the shipped zoo (or ``ZOO_MANIFEST``) and then the
+    user's zoo (``Registry.default``). A later layer's entry shadows an earlier one of the
+    same ``name@version``; new entries are written to the top layer.
 
     Args:
-        manifest: the index.
+        manifest: the index of the first layer.
         settings: cache directory and offline flag.
         source_dir: directory the manifest's relative file paths start from (local source),
             or None when the manifest is remote-only.
@@ -142,11 +143,11 @@ class Registry:
         manifest_path: str | Path | None = None,
         hub: HubSettings | None = None,
     ) -> None:
-        self._manifest = manifest
         self.settings = settings
-        self.source_dir = Path(source_dir).resolve() if source_dir is not None else None
-        self.manifest_path = Path(manifest_path) if manifest_path is not None else None
         self._hub = hub
+        self._layers = [_Layer(manifest, Path(source_dir).resolve() if source_dir else None,
+                               Path(manifest_path) if manifest_path is not None else None)]
+        self._merge()
 
     @classmethod
     def from_path(
@@ -169,22 +170,64 @@ class Registry:
         """The zoo shipped with cellzoo (``embedded_manifest_path()``, or ``path``).
 
         A missing file gives an empty registry (a source checkout before the zoo is trained).
+        The zoo inside an installed wheel is read-only: ``update`` never writes into it.
         """
         path = Path(path) if path is not None else embedded_manifest_path()
+        installed = path.parent.name == "shipped" and path.parent.parent == Path(__file__).parent
+        manifest = load_manifest(path) if path.is_file() else Manifest(version=1, models=[])
         if not path.is_file():
             logger.debug("no embedded manifest at %s: empty registry", path)
-            return cls(
-                Manifest(version=1, models=[]),
-                settings=settings,
-                source_dir=path.parent,
-                manifest_path=path,
-                hub=hub,
-            )
-        return cls.from_path(path, settings=settings, hub=hub)
+        return cls(manifest, settings=settings, source_dir=path.parent,
+                   manifest_path=None if installed else path, hub=hub)
+
+    @classmethod
+    def default(cls, settings: Settings, *, hub: HubSettings | None = None) -> Registry:
+        """The registry cellzoo uses unless told otherwise: the shipped zoo (or the
+        ``models.yaml`` of ``settings.manifest``), with the user's zoo on top
+        (``user_manifest_path``), where new models are registered."""
+        base = (cls.from_path(settings.manifest, settings=settings, hub=hub)
+                if settings.manifest is not None else cls.embedded(settings, hub=hub))
+        return base.with_layer(user_manifest_path(settings))
+
+    def with_layer(self, path: str | Path) -> Registry:
+        """This registry with the ``models.yaml`` at ``path`` on top (empty until the first
+        ``update`` creates it); new entries go there."""
+        path = Path(path)
+        manifest = load_manifest(path) if path.is_file() else Manifest(version=1, models=[])
+        stacked = copy.copy(self)
+        stacked._layers = [*self._layers, _Layer(manifest, path.parent.resolve(), path)]
+        stacked._merge()
+        return stacked
+
+    def _merge(self) -> None:
+        """The merged index (a later layer's ``name@version`` wins) and each entry's layer."""
+        self._owner: dict[str, _Layer] = {}
+        merged: dict[str, ModelEntry] = {}
+        for layer in self._layers:
+            for entry in layer.manifest.models:
+                merged[entry.ref] = entry
+                self._owner[entry.ref] = layer
+        self._manifest = Manifest(version=self._layers[0].manifest.version,
+                                  models=list(merged.values()))
 
     @property
     def manifest(self) -> Manifest:
+        """Every entry of every layer (shadowed ones left out)."""
         return self._manifest
+
+    @property
+    def source_dir(self) -> Path | None:
+        """The top layer's folder: where a new model's files are saved."""
+        return self._layers[-1].dir
+
+    @property
+    def manifest_path(self) -> Path | None:
+        """The top layer's ``models.yaml``: where a new entry is written."""
+        return self._layers[-1].path
+
+    def layer_dir(self, ref: str) -> Path | None:
+        """The folder the entry of ``ref`` came from (its relative paths start there)."""
+        return self._owner[self.entry(ref).ref].dir
 
     @property
     def hub(self) -> HubSettings:
@@ -244,10 +287,48 @@ class Registry:
         )
 
     def update(self, entry: ModelEntry) -> None:
-        """Replace (or add) ``entry`` by ``name@version`` and save to ``manifest_path`` if set."""
-        self._manifest = self._manifest.replace(entry)
-        if self.manifest_path is not None:
-            dump_manifest(self._manifest, self.manifest_path)
+        """Replace (or add) ``entry`` by ``name@version`` and save its layer's manifest file.
+
+        An entry is written back to the layer that holds it when that layer is writable,
+        else (a new entry, or one from the read-only shipped zoo) to the top layer.
+        """
+        owner = self._owner.get(entry.ref)
+        layer = owner if owner is not None and owner.path is not None else self._layers[-1]
+        index = self._layers.index(layer)
+        updated = _Layer(layer.manifest.replace(entry), layer.dir, layer.path)
+        self._layers[index] = updated
+        self._merge()
+        if updated.path is not None:
+            updated.path.parent.mkdir(parents=True, exist_ok=True)
+            dump_manifest(updated.manifest, updated.path)
+
+    def push(
+        self, ref: str, repo_id: str, *, index_repo: str | None = None, force: bool = False
+    ) -> str:
+        """Publish ``ref`` to Hub repo ``repo_id`` (``zoo.hub.publish``), then record its new
+        pinned source in this registry (and its manifest file). Returns the commit id.
+
+        The files come from the local source copy when it is complete, else the cache.
+
+        Raises:
+            OfflineError: offline mode is on.
+            PushRefusedError: see ``zoo.hub.publish``.
+        """
+        from zoo import hub
+
+        entry = self.entry(ref)
+        if self.settings.offline:
+            raise OfflineError(f"cannot push {entry.ref} to {repo_id}: offline mode is on")
+        local = self._local_dir(entry)
+        files = ({f.path: inside(local, f.path) for f in entry.files} if local is not None
+                 else self.resolve(entry.ref, verify=True).files)
+        parent = self.entry(entry.parent) if entry.parent and entry.parent in self else None
+        base_model = parent.source.repo_id if parent and parent.source else None
+        published, commit = hub.publish(entry, files, repo_id, hub=self.hub,
+                                        index_repo=index_repo, force=force,
+                                        base_model=base_model)
+        self.update(published)
+        return commit
 
     # ---- cache ------------------------------------------------------------------------------
 
@@ -317,20 +398,20 @@ class Registry:
         return InstalledModel(entry=entry, dir=directory, files=files)
 
     def _choose_source(self, entry: ModelEntry, source: Source) -> Literal["local", "hub"]:
-        local = self.source_dir is not None and all(
-            _inside(self.source_dir, f.path).is_file() for f in entry.files
-        )
+        local = self._local_dir(entry) is not None
         if source == "local" or (source == "auto" and local):
             if not local:
                 raise ZooError(
-                    f"{entry.ref}: files not all present in local source {self.source_dir}"
+                    f"{entry.ref}: files not all present in local source "
+                    f"{self._owner[entry.ref].dir}"
                 )
             return "local"
         if source not in ("auto", "hub"):
             raise ZooError(f"source must be auto, local or hub, got {source!r}")
         if entry.source is None:
             raise ZooError(
-                f"{entry.ref} has no Hub source and its files are not all in {self.source_dir}"
+                f"{entry.ref} has no Hub source and its files are not all in "
+                f"{self._owner[entry.ref].dir}"
             )
         if self.settings.offline:
             raise OfflineError(
@@ -338,6 +419,13 @@ class Registry:
                 f"on (ZOO_OFFLINE/HF_HUB_OFFLINE); pull it from {entry.source} while online"
             )
         return "hub"
+
+    def _local_dir(self, entry: ModelEntry) -> Path | None:
+        """The folder of ``entry``'s layer when it holds every file of the entry, else None."""
+        folder = self._owner[entry.ref].dir
+        if folder is not None and all(inside(folder, f.path).is_file() for f in entry.files):
+            return folder
+        return None
 
     def _install(self, entry: ModelEntry, origin: Literal["local", "hub"]) -> InstalledModel:
         final = self.install_dir(entry)
@@ -355,7 +443,7 @@ class Registry:
                 "source": str(entry.source) if entry.source else None,
             }
             (staging / MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
-            _swap_into_place(staging, final)
+            swap_into_place(staging, final)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         logger.info("installed %s from %s into %s", entry.ref, origin, final)
@@ -369,17 +457,18 @@ class Registry:
 
             hub.download(entry, staging, self.hub)
             return
-        if self.source_dir is None:
-            raise ZooError(f"{entry.ref}: this registry has no local source directory")
+        folder = self._local_dir(entry)
+        if folder is None:
+            raise ZooError(f"{entry.ref}: this registry has no local copy of its files")
         for spec in entry.files:
-            target = _inside(staging, spec.path)
+            target = inside(staging, spec.path)
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(_inside(self.source_dir, spec.path), target)
+            shutil.copyfile(inside(folder, spec.path), target)
 
     @staticmethod
     def _verify(entry: ModelEntry, staging: Path) -> None:
         problems = [
-            p for spec in entry.files if (p := file_problems(_inside(staging, spec.path), spec))
+            p for spec in entry.files if (p := file_problems(inside(staging, spec.path), spec))
         ]
         if problems:
             raise IntegrityError(f"{entry.ref}: nothing installed: {'; '.join(problems)}")
@@ -413,21 +502,3 @@ class _Lock:
         self._lock.release()
 
 
-def _inside(root: Path, relative: str) -> Path:
-    """``root / relative``, refusing any path that would leave ``root``."""
-    check_relative_path(relative)
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root.resolve()):
-        raise ZooError(f"file path {relative!r} leaves {root}")
-    return path
-
-
-def _swap_into_place(staging: Path, final: Path) -> None:
-    """Rename ``staging`` to ``final``, moving any old ``final`` aside first."""
-    trash = None
-    if final.exists():
-        trash = final.with_name(f".trash-{final.name}-{uuid.uuid4().hex[:8]}")
-        os.rename(final, trash)
-    os.rename(staging, final)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.build import EVAL_THRESHOLDS, GENERALIST, NUCLEI, BuildConfig, BuildReport
+from zoo.files import sha256_file
 from zoo.manifest import (
     Cluster,
     FileSpec,
@@ -26,7 +27,6 @@ from zoo.manifest import (
     dump_manifest,
     model_card,
 )
-from zoo.registry import sha256_file
 
 VERSION = "1.0.0"
 LICENSE = "BSD-3-Clause"
@@ -132,23 +132,11 @@ def results_table(report: BuildReport) -> str:
 
 def plot_ap_vs_iou(report: BuildReport, path: Path) -> Path:
     """AP against IoU threshold, one line per method, averaged over styles."""
-    import matplotlib
+    from zoo.viz import plot_ap_curves
 
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(5.5, 4), dpi=120)
-    axes = figure.subplots()
-    for method, colour in zip(METHODS, ("tab:grey", "tab:blue", "tab:orange")):
-        rows = [s.ap for s in report.scores if s.method == method]
-        axes.plot(EVAL_THRESHOLDS, np.mean(rows, axis=0), marker="o", label=method, color=colour)
-    axes.set(xlabel="IoU threshold", ylabel="average precision", ylim=(0, 1),
-             title="Held-out synthetic test images, all styles")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, bbox_inches="tight")
-    return path
+    curves = {method: (EVAL_THRESHOLDS, np.mean([s.ap for s in report.scores if s.method == method], axis=0))
+              for method in METHODS}
+    return plot_ap_curves(curves, path, title="Held-out synthetic test images, all styles")
 
 
 def write_report(report: BuildReport, config: BuildConfig, root: Path) -> Path:

@@ -29,7 +29,8 @@ from threadpoolctl import ThreadpoolController
 
 from zoo.cluster import StyleBank, normalize_styles
 from zoo.errors import InvalidParamsError
-from zoo.predict import Predictor, PredictParams
+from zoo.params import PredictParams
+from zoo.predict import Predictor
 from zoo.preprocess import resize, scaled_shape
 from zoo.tiling import extract_tiles, plan_tiles
 

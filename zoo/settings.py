@@ -1,13 +1,19 @@
 """Runtime settings, parsed once from the environment and passed explicitly.
 
-Nothing here runs at import time: call ``Settings.from_env()`` where a program starts.
+One rule everywhere (library, CLI, service): an explicit argument beats a CLI option, which
+beats the environment, which beats the default. ``Settings.from_env(**overrides)`` applies
+it: an override that is None ("not given") leaves the environment's value. Nothing here runs
+at import time: call ``Settings.from_env()`` where a program starts.
+
+The variables: ``ZOO_HOME``, ``ZOO_BACKEND``, ``ZOO_DEVICE``, ``ZOO_PRECISION``,
+``ZOO_MANIFEST``, and ``ZOO_OFFLINE`` or ``HF_HUB_OFFLINE``.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -33,6 +39,8 @@ class Settings:
         precision: network precision on CUDA; CPU always runs fp32.
         home: the model cache directory (``ZOO_HOME``; default ``$XDG_CACHE_HOME/cellzoo``).
         offline: never contact a remote (``ZOO_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``).
+        manifest: a ``models.yaml`` that replaces the shipped zoo (``ZOO_MANIFEST``);
+            None: the shipped zoo. The user's zoo under ``home`` is stacked on either.
     """
 
     backend: Backend = "torch"
@@ -40,6 +48,7 @@ class Settings:
     precision: Precision = "fp32"
     home: Path = field(default_factory=lambda: _default_home(os.environ))
     offline: bool = False
+    manifest: Path | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in ("torch", "onnx"):
@@ -49,16 +58,34 @@ class Settings:
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise InvalidParamsError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         object.__setattr__(self, "home", Path(self.home).expanduser())
+        if self.manifest is not None:
+            object.__setattr__(self, "manifest", Path(self.manifest).expanduser())
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read ``ZOO_BACKEND``, ``ZOO_DEVICE``, ``ZOO_PRECISION``, ``ZOO_HOME``, offline flags."""
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from ``env`` (default ``os.environ``), then ``overrides``.
+
+        Args:
+            env: the environment to read.
+            **overrides: field values that beat the environment; a None value means "not
+                given" and leaves the environment's (or the default) value.
+
+        Raises:
+            InvalidParamsError: an unknown field, or a bad value (naming its variable).
+        """
         env = os.environ if env is None else env
-        offline = any(env.get(k, "").lower() in _TRUE for k in ("ZOO_OFFLINE", "HF_HUB_OFFLINE"))
-        return cls(
-            backend=env.get("ZOO_BACKEND", "torch"),  # type: ignore[arg-type]
-            device=env.get("ZOO_DEVICE", "auto"),
-            precision=env.get("ZOO_PRECISION", "fp32"),  # type: ignore[arg-type]
-            home=Path(env["ZOO_HOME"]) if env.get("ZOO_HOME") else _default_home(env),
-            offline=offline,
-        )
+        unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
+        if unknown:
+            raise InvalidParamsError(f"unknown setting(s) {', '.join(unknown)}")
+        values: dict[str, object] = {}
+        for name, key in (("backend", "ZOO_BACKEND"), ("device", "ZOO_DEVICE"),
+                          ("precision", "ZOO_PRECISION"), ("home", "ZOO_HOME"),
+                          ("manifest", "ZOO_MANIFEST")):
+            if env.get(key):
+                values[name] = env[key]
+        if "home" not in values:
+            values["home"] = _default_home(env)
+        values["offline"] = any(env.get(k, "").lower() in _TRUE
+                                for k in ("ZOO_OFFLINE", "HF_HUB_OFFLINE"))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]

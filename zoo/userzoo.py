@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from zoo.errors import ZooError
+from zoo.files import sha256_file
 from zoo.manifest import FileSpec, ModelEntry, TrainingData, check_name
 from zoo.model import SegmentationModel
-from zoo.registry import Registry, sha256_file
+from zoo.registry import Registry
 
 USER_VERSION = "1.0.0"
 

@@ -45,14 +45,15 @@ from zoo.errors import (
     InvalidParamsError,
     UnsupportedFormatError,
 )
-from zoo.io import check_labels, read_image, relabel_sequential
+from zoo.io.decode import IMAGE_SUFFIXES, read_image
+from zoo.io.labels import check_labels, relabel_sequential
+from zoo.io.rle import rle_to_mask
 
 logger = logging.getLogger(__name__)
 
 DatasetFormat = Literal["cellpose", "coco", "tissuenet"]
 Channels = tuple[int, int | None]
 
-_IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 _MASK_SUFFIXES = (".tif", ".tiff", ".png")
 _MASK_TAG = "_masks"
 _IMAGE_TAG = "_img"
@@ -197,7 +198,7 @@ def _check_channels(channels: Channels, *, n_channels: int | None, what: str) ->
 # --------------------------------------------------------------------------- dispatch
 
 
-def detect_format(path: str | Path) -> DatasetFormat:
+def detect_dataset_format(path: str | Path) -> DatasetFormat:
     """Name a dataset's format from its path.
 
     Args:
@@ -241,7 +242,7 @@ def iter_dataset(
     """Iterate over a dataset's samples, reading one image at a time.
 
     Args:
-        path: dataset folder or file (see :func:`detect_format`).
+        path: dataset folder or file (see :func:`detect_dataset_format`).
         fmt: ``"cellpose"``, ``"coco"``, ``"tissuenet"``, or ``"auto"`` to detect it.
         options: the options object of that format, or None for its defaults.
 
@@ -252,7 +253,7 @@ def iter_dataset(
         InvalidParamsError: unknown ``fmt``, or ``options`` of another format's type.
         DatasetError: the dataset is malformed (see the format's reader).
     """
-    fmt = detect_format(path) if fmt == "auto" else fmt
+    fmt = detect_dataset_format(path) if fmt == "auto" else fmt
     if fmt not in _READERS:
         raise InvalidParamsError(
             f"unknown dataset format {fmt!r}; expected one of {sorted(_READERS)}"
@@ -326,7 +327,7 @@ def _pair_cellpose_files(folder: Path, *, skip_unlabeled: bool) -> list[tuple[st
         listed = "; ".join(f"{b}: {[p.name for p in ps]}" for b, ps in sorted(clashes.items()))
         raise DatasetError(f"{folder}: several files for one name ({listed})")
     if not images:
-        raise DatasetError(f"{folder}: no images ({', '.join(_IMAGE_SUFFIXES)}) found")
+        raise DatasetError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
     unlabeled = sorted(images[b][0].name for b in images if b not in masks)
     if unlabeled and not skip_unlabeled:
         raise DatasetError(
@@ -354,7 +355,7 @@ def _mask_base(path: Path) -> str | None:
 def _image_base(path: Path) -> str | None:
     """``NAME`` for ``NAME_img.EXT`` or ``NAME.EXT`` image files, else None."""
     stem, suffix = path.stem, path.suffix.lower()
-    if not path.is_file() or suffix not in _IMAGE_SUFFIXES or stem.endswith(_SKIPPED_TAGS):
+    if not path.is_file() or suffix not in IMAGE_SUFFIXES or stem.endswith(_SKIPPED_TAGS):
         return None
     return stem[: -len(_IMAGE_TAG)] if stem.endswith(_IMAGE_TAG) else stem
 
@@ -441,7 +442,7 @@ def _index_image_files(image_dirs: list[Path]) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for directory in image_dirs:
         paths = directory.rglob("*") if directory.is_dir() else []
-        for path in sorted(p for p in paths if p.suffix.lower() in _IMAGE_SUFFIXES):
+        for path in sorted(p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES):
             if path.name in found and found[path.name] != path:
                 raise DatasetError(
                     f"image name {path.name!r} is in two places: {found[path.name]} and {path}"
@@ -568,7 +569,10 @@ def segmentation_to_mask(
             raise DatasetError(
                 f"RLE size {list(size)} differs from image (height, width) {list(shape)}"
             )
-        return decode_rle(segmentation)
+        try:
+            return rle_to_mask(segmentation)
+        except InvalidLabelsError as err:
+            raise DatasetError(str(err)) from err
     mask = np.zeros(shape, dtype=bool)
     for polygon in segmentation:
         mask |= polygon_to_mask(polygon, shape)
@@ -651,59 +655,6 @@ def _polygon_outline(xy_up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     u = np.where(x_major[edge], x0[edge] + t, along)
     v = np.where(x_major[edge], along, y0[edge] + t)
     return u, v
-
-
-def decode_rle(rle: dict[str, Any]) -> np.ndarray:
-    """Decode a COCO run-length encoding (column-major runs, starting with background).
-
-    Args:
-        rle: ``{"size": [h, w], "counts": [int, ...]}`` (uncompressed) or with
-            ``counts`` a str/bytes in COCO's compressed format, as pycocotools writes.
-
-    Returns:
-        ``(h, w)`` bool mask.
-
-    Raises:
-        DatasetError: negative counts, counts that do not sum to ``h * w``, or a broken
-            compressed string.
-    """
-    height, width = (int(v) for v in rle["size"])
-    counts = rle["counts"]
-    if isinstance(counts, (str, bytes)):
-        counts = _decode_counts_string(
-            counts.decode("ascii") if isinstance(counts, bytes) else counts
-        )
-    runs = np.asarray(counts, dtype=np.int64)
-    if runs.ndim != 1 or (runs < 0).any() or runs.sum() != height * width:
-        raise DatasetError(
-            f"RLE counts must be >= 0 and sum to h*w = {height * width}, got {runs.size} "
-            f"counts summing to {runs.sum()}"
-        )
-    values = np.arange(runs.size) % 2 == 1
-    return np.ascontiguousarray(np.repeat(values, runs).reshape(width, height).T)
-
-
-def _decode_counts_string(text: str) -> list[int]:
-    """COCO's compressed counts: 5-bit groups (char - 48), bit 0x20 = more groups follow,
-    bit 0x10 of the last group = negative; from the third count on, each is stored as the
-    difference to the count two places earlier."""
-    counts: list[int] = []
-    value = shift = 0
-    for position, char in enumerate(text):
-        code = ord(char) - 48
-        if not 0 <= code < 64:
-            raise DatasetError(f"invalid character {char!r} at {position} in compressed RLE counts")
-        value |= (code & 0x1F) << shift
-        shift += 5
-        if code & 0x20:
-            continue
-        if code & 0x10:
-            value |= -1 << shift
-        counts.append(value + counts[-2] if len(counts) > 2 else value)
-        value = shift = 0
-    if shift:
-        raise DatasetError(f"compressed RLE counts end mid-number: {text[-8:]!r}")
-    return counts
 
 
 def resolve_overlaps(

@@ -1,0 +1,98 @@
+"""The parameters of one prediction, as plain frozen dataclasses.
+
+This module imports nothing heavy (no numpy, torch or numba), so a YAML schema, a CLI or a
+service can build and validate parameters without loading the engine.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+from zoo.errors import InvalidParamsError
+
+
+@dataclass(frozen=True)
+class FlowParams:
+    """How flows and cell probability become labels (``flows_to_masks``).
+
+    Attributes:
+        niter: Euler steps each foreground pixel takes along the flows.
+        cellprob_threshold: pixels with ``cellprob`` above this are foreground.
+        flow_threshold: masks whose mean squared flow error exceeds this are
+            dropped; 0 turns this quality control off.
+        min_size: masks with fewer pixels than this (after hole filling) are dropped.
+        max_size_fraction: masks larger than this fraction of the image are dropped.
+    """
+
+    niter: int = 200
+    cellprob_threshold: float = 0.0
+    flow_threshold: float = 0.4
+    min_size: int = 15
+    max_size_fraction: float = 0.4
+
+    def __post_init__(self) -> None:
+        for name in ("niter", "min_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise InvalidParamsError(f"{name} must be an integer, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        for name in ("cellprob_threshold", "flow_threshold", "max_size_fraction"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise InvalidParamsError(f"{name} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise InvalidParamsError(f"{name} must be finite, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if self.niter < 1:
+            raise InvalidParamsError(f"niter must be >= 1, got {self.niter}")
+        if self.min_size < 0:
+            raise InvalidParamsError(f"min_size must be >= 0, got {self.min_size}")
+        if self.flow_threshold < 0:
+            raise InvalidParamsError(f"flow_threshold must be >= 0, got {self.flow_threshold}")
+        if not 0 < self.max_size_fraction <= 1:
+            raise InvalidParamsError(
+                f"max_size_fraction must be in (0, 1], got {self.max_size_fraction}"
+            )
+
+
+@dataclass(frozen=True)
+class PredictParams:
+    """Everything that shapes one prediction.
+
+    Attributes:
+        cyto_channel: channel index of the cytoplasm (or only) signal.
+        nucleus_channel: channel index of the nuclear signal, or None.
+        percentiles: lower and upper percentile mapped to 0 and 1.
+        diameter: mean cell diameter in pixels; None estimates it with the model's
+            size regressor when it has one, else uses the model's mean diameter.
+        tile_size: network tile side in pixels (a multiple of the net divisor).
+        tile_overlap: fraction of a tile that neighbouring tiles share.
+        batch_size: tiles per network call.
+        augment: average the four flips (test-time augmentation).
+        flow: post-processing parameters; None uses the model's defaults.
+        style_size: longest side of the view used for the size-estimation pass.
+    """
+
+    cyto_channel: int = 0
+    nucleus_channel: int | None = None
+    percentiles: tuple[float, float] = (1.0, 99.0)
+    diameter: float | None = None
+    tile_size: int = 256
+    tile_overlap: float = 0.1
+    batch_size: int = 8
+    augment: bool = False
+    flow: FlowParams | None = None
+    style_size: int = 256
+
+    def __post_init__(self) -> None:
+        lower, upper = self.percentiles
+        if not 0 <= lower < upper <= 100:
+            raise InvalidParamsError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {self.percentiles}")
+        if self.diameter is not None and not self.diameter > 0:
+            raise InvalidParamsError(f"diameter must be positive or None, got {self.diameter}")
+        if self.batch_size < 1:
+            raise InvalidParamsError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.style_size < 16:
+            raise InvalidParamsError(f"style_size must be >= 16, got {self.style_size}")
