@@ -12,6 +12,7 @@ either side). Percentiles over single calls include scheduler noise from whateve
 runs on the machine; the script prints the load average. For context it also times
 the style forward pass (``embed``: normalise, resize a 512² image to a 256-pixel view,
 one network pass) with random-init networks of the small and the Cellpose width.
+Writes bench/results/router.json.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import torch
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _results import Column, Run, Table  # noqa: E402
+
 from zoo.cluster import StyleBank, centroids_of, nearest_other_distances  # noqa: E402
 from zoo.model import SegmentationModel  # noqa: E402
 from zoo.nets.cpnet import NetConfig  # noqa: E402
@@ -70,17 +73,25 @@ def per_call_ms(fn, queries: np.ndarray) -> np.ndarray:
     return samples * 1e3
 
 
-def bench_routing(sizes: list[int], n_queries: int) -> None:
+def bench_routing(sizes: list[int], n_queries: int) -> Table:
     from sklearn.neighbors import KNeighborsClassifier
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(N_STYLES, STYLE_DIM))
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"routing per image, exact 5-NN, dim {STYLE_DIM}, {n_queries} single queries "
-          f"(style forward pass excluded); target <= {TARGET_MS:.0f} ms")
-    print(f"{'bank':>7} | {'ours med':>9} {'ours p99':>9} {'batched':>9} | {'sklearn med':>11} "
-          f"{'sklearn p99':>11} | {'sk/ours':>7} {'agree':>6} | target")
+    table = Table([
+        Column("bank", "bank size", ","),
+        Column("ours_median_ms", "ours median", ".3f", " ms"),
+        Column("ours_p99_ms", "ours p99", ".3f", " ms"),
+        Column("batched_ms", "ours batched, per image", ".4f", " ms"),
+        Column("sklearn_median_ms", "sklearn median", ".3f", " ms"),
+        Column("sklearn_p99_ms", "sklearn p99", ".3f", " ms"),
+        Column("speedup", "sklearn / ours", ".1f", "×"),
+        Column("agree", "same cluster", ".1%"),
+        Column("target", f"p99 ≤ {TARGET_MS:g} ms"),
+    ], title=f"routing per image, exact 5-NN, dim {STYLE_DIM}, {n_queries:,} single queries "
+             "(style forward pass excluded)")  # fmt: skip
     for size in sizes:
         bank = make_bank(rng, size, centres)
         queries, _ = clustered(rng, n_queries, centres)
@@ -92,19 +103,25 @@ def bench_routing(sizes: list[int], n_queries: int) -> None:
         knn = KNeighborsClassifier(n_neighbors=5).fit(bank.vectors, bank.labels)
         with threadpool_limits(limits=1):  # as the router runs its product on one thread
             ref = per_call_ms(lambda q: knn.predict(q[None]), queries)
-        agree = np.mean(knn.predict(queries) == [r.cluster for r in batched])
-        ok = "PASS" if np.percentile(ours, 99) <= TARGET_MS else "FAIL"
-        print(f"{size:>7} | {np.median(ours):>8.3f}  {np.percentile(ours, 99):>8.3f}  "
-              f"{batched_ms:>8.4f} | {np.median(ref):>10.3f}  {np.percentile(ref, 99):>10.3f} | "
-              f"{np.median(ref) / np.median(ours):>6.1f}x {agree:>6.1%} | {ok}")
+        agree = float(np.mean(knn.predict(queries) == [r.cluster for r in batched]))
+        table.add(bank=size, ours_median_ms=float(np.median(ours)),
+                  ours_p99_ms=float(np.percentile(ours, 99)), batched_ms=batched_ms,
+                  sklearn_median_ms=float(np.median(ref)),
+                  sklearn_p99_ms=float(np.percentile(ref, 99)),
+                  speedup=float(np.median(ref) / np.median(ours)), agree=agree,
+                  target="PASS" if np.percentile(ours, 99) <= TARGET_MS else "FAIL")
+    print(table.markdown())
+    return table
 
 
-def bench_forward(size: int, repeats: int) -> None:
+def bench_forward(size: int, repeats: int) -> Table:
     image = np.random.default_rng(1).gamma(2.0, 50.0, size=(size, size)).astype(np.float32)
-    print(f"\nstyle forward pass (embed, {size}x{size} image -> 256-pixel view, one network pass), "
-          f"CPU, {torch.get_num_threads()} threads, median of {repeats}, "
-          f"load average {os.getloadavg()[0]:.1f}")
-    print(f"{'width':>9} {'channels':>22} | {'embed ms':>9} | {'embed_many ms/img (batch 8)':>27}")
+    table = Table([
+        Column("width", "width"), Column("channels", "channels"),
+        Column("embed_ms", "embed", ".1f", " ms"),
+        Column("embed_many_ms", "embed_many per image (batch 8)", ".1f", " ms"),
+    ], title=f"style forward pass (embed, {size}² image → 256-pixel view, one network pass), "
+             f"CPU, {torch.get_num_threads()} threads, median of {repeats}")  # fmt: skip
     for name, channels in WIDTHS.items():
         predictor = Predictor(SegmentationModel.create(NetConfig(channels=channels)))
         embed(predictor, image)
@@ -116,8 +133,11 @@ def bench_forward(size: int, repeats: int) -> None:
         start = time.perf_counter()
         embed_many(predictor, [image] * 8, batch_size=8)
         many_ms = (time.perf_counter() - start) * 1e3 / 8
-        median_ms = np.median(samples) * 1e3
-        print(f"{name:>9} {str(channels):>22} | {median_ms:>9.1f} | {many_ms:>27.1f}")
+        table.add(width=name, channels=str(channels), embed_ms=float(np.median(samples)) * 1e3,
+                  embed_many_ms=many_ms)
+    print("\n" + table.title + f", load average {os.getloadavg()[0]:.1f}")
+    print(table.markdown())
+    return table
 
 
 def main() -> None:
@@ -127,8 +147,13 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    bench_routing(args.sizes, args.queries)
-    bench_forward(args.image_size, args.repeats)
+    run = Run("router", "Routing time per image against the 10 ms target and scikit-learn",
+              vars(args))
+    tables = {"main": bench_routing(args.sizes, args.queries),
+              "forward": bench_forward(args.image_size, args.repeats)}
+    worst = max(row["ours_p99_ms"] for row in tables["main"].rows)
+    run.write(tables, {"target_ms": TARGET_MS, "worst_p99_ms": worst,
+                       "passed": worst <= TARGET_MS})
 
 
 if __name__ == "__main__":
