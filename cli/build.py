@@ -20,7 +20,7 @@ def build(
     epochs: Annotated[int | None, typer.Option(help="Generalist epochs (default: schedule).")] = None,
     specialist_epochs: Annotated[int | None, typer.Option(help="Specialist epochs.")] = None,
 ) -> None:
-    """Train the default zoo from a seed and write models.yaml, weights/ and docs/zoo.md.
+    """Train the default zoo from a seed; write models.yaml, weights/, docs/zoo.json and zoo.md.
 
     Steps: generate data, train the generalist, cluster styles, fine-tune a specialist per
     cluster and the nuclei model, evaluate routed against generalist, write everything.
@@ -30,13 +30,8 @@ def build(
     from tqdm import tqdm
 
     from zoo.build import BuildConfig, build_zoo
-    from zoo.release import (
-        README_START,
-        results_table,
-        with_zoo_table,
-        write_release,
-        write_report,
-    )
+    from zoo.release import README_START, with_zoo_table, write_release
+    from zoo.report import ap_table, fill_markers, readme_sections, write_report
 
     config = BuildConfig(seed=seed, n_train=n_train, n_test=n_test)
     if epochs:
@@ -55,13 +50,14 @@ def build(
     with errors_as_one_line():
         report = build_zoo(config, progress=progress)
         manifest = write_release(report, config, root)
-        write_report(report, config, root)
+        data = write_report(report, config, root)
         readme = root / "README.md"
         if readme.is_file() and README_START in readme.read_text(encoding="utf-8"):
-            readme.write_text(with_zoo_table(readme.read_text(encoding="utf-8"), manifest),
+            text = with_zoo_table(readme.read_text(encoding="utf-8"), manifest)
+            readme.write_text(fill_markers(text, readme_sections(data), kinds=("zoo",)),
                               encoding="utf-8")
-    typer.echo(results_table(report))
+    typer.echo(ap_table(data))
     typer.echo(f"wrote {len(manifest.models)} models to {root / 'models.yaml'}; "
-               f"report in {root / 'docs' / 'zoo.md'}")
+               f"report in {root / 'docs' / 'zoo.json'} and {root / 'docs' / 'zoo.md'}")
     for step, seconds in report.timings.items():
         typer.echo(f"  {step}: {seconds / 60:.1f} min")

@@ -1,0 +1,139 @@
+"""One-off: write docs/zoo.json for the zoo shipped before the build wrote its report as data.
+
+Usage (from the repository root):
+
+    .venv/bin/python docs/backfill_zoo_json.py [--from-commit 870d8b0] [--out docs/zoo.json]
+
+Rebuilding the zoo takes about an hour, so the report of the shipped build is recovered
+instead of re-measured:
+
+* AP per style and method (at IoU 0.5, 0.75 and 0.9, three decimals, with the mean row),
+  routing accuracy per style and the step timings (minutes, one decimal) are parsed from
+  ``docs/zoo.md`` as ``zoo build`` wrote it and it was committed in ``--from-commit``;
+* the clusters, their sizes and source styles, the adjusted Rand index and the OOD
+  threshold are computed from the shipped style bank (``weights/style_bank.safetensors``);
+* the settings are ``zoo.build.BuildConfig()``'s defaults (the page says ``--seed 0`` with
+  the default image counts, and the weights' network channels are checked against them);
+* the date is the commit date of the shipped style bank, and the note under the timings
+  (the machine was shared during the build) is the page's own paragraph.
+
+The next ``zoo build`` writes docs/zoo.json itself (``zoo.report.write_report``), with every
+IoU threshold, full precision and the machine it ran on; this script is then obsolete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from zoo.build import BuildConfig  # noqa: E402
+from zoo.cluster import StyleBank  # noqa: E402
+from zoo.manifest import load_manifest  # noqa: E402
+from zoo.report import SCHEMA, adjusted_rand, build_command, clusters_of, render_report  # noqa: E402
+from zoo.report import _settings as settings_of  # noqa: E402
+
+BANK = "weights/style_bank.safetensors"
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout
+
+
+def table_rows(text: str, heading: str) -> list[list[str]]:
+    """The body rows of the first Markdown table after ``heading``."""
+    section = text[text.index(heading):]
+    block = []
+    for line in section.splitlines()[1:]:
+        if line.startswith("|"):
+            block.append(line)
+        elif block:
+            break
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in block[2:]]
+
+
+def parse_ap(text: str) -> tuple[dict, dict, list[str]]:
+    header = next(line for line in text.splitlines() if line.startswith("| style |"))
+    columns = [c.strip() for c in header.strip("|").split("|")][1:-1]
+    ap: dict[str, dict[str, dict[str, float]]] = {}
+    routing: dict[str, float] = {}
+    styles = []
+    for row in table_rows(text, "## AP per style"):
+        style, values, accuracy = row[0], row[1:-1], row[-1]
+        for column, value in zip(columns, values):
+            method, threshold = re.fullmatch(r"(\w+) AP@([\d.]+)", column).groups()
+            ap.setdefault(method, {}).setdefault(style, {})[threshold] = float(value)
+        routing[style] = float(accuracy.rstrip("%")) / 100
+        if style != "mean":
+            styles.append(style)
+    return ap, routing, styles
+
+
+def parse_timings(text: str) -> dict[str, float]:
+    rows = table_rows(text, "## Build time")
+    return {step: round(float(minutes) * 60, 1) for step, minutes in rows if step != "total"}
+
+
+def timing_note(text: str) -> str:
+    """The hand-written paragraph under the build-time table that explains the times."""
+    section = text[text.index("## Build time"):]
+    paragraph = next(p for p in section.split("\n\n") if p.startswith("This build ran"))
+    return " ".join(paragraph.split())
+
+
+def backfill(commit: str) -> dict:
+    text = git("show", f"{commit}:docs/zoo.md")
+    config = BuildConfig()
+    expected = (f"`zoo build --seed {config.seed}` ({config.n_train} training and "
+                f"{config.n_test} held-out")
+    if expected not in " ".join(text.split()):
+        raise SystemExit(f"docs/zoo.md at {commit} does not describe the default build")
+    generalist = next(m for m in load_manifest(ROOT / "models.yaml").models
+                      if m.name == "cpnet.generalist")
+    if list(generalist.config["channels"]) != list(config.width):
+        raise SystemExit(f"shipped channels {generalist.config['channels']} != {config.width}")
+    ap, routing, styles = parse_ap(text)
+    bank = StyleBank.load(ROOT / BANK)
+    per_style = {s: routing[s] for s in styles}
+    return {
+        "schema": SCHEMA,
+        "date": git("log", "-1", "--format=%aI", "--", BANK).strip(),
+        "command": build_command(config),
+        "machine": None,
+        "settings": settings_of(config),
+        "styles": styles,
+        "thresholds": ["0.5", "0.75", "0.9"],
+        "ap": ap,
+        "routing": {"accuracy": routing["mean"],
+                    "correct": int(round(sum(per_style.values()) * config.n_test)),
+                    "images": config.n_test * len(styles), "per_style": per_style},
+        "clusters": clusters_of(bank),
+        "clustering": {"adjusted_rand": adjusted_rand(bank), "ood_threshold": bank.ood_threshold},
+        "timings_s": parse_timings(text),
+        "notes": {"timings": timing_note(text)},
+        "provenance": (f"The figures of this build were recovered from the report it wrote "
+                       f"(docs/zoo.md at commit {commit}: AP to three decimals, times to 0.1 "
+                       "minute) and from the shipped style bank, by "
+                       "`docs/backfill_zoo_json.py`; the machine it ran on was not recorded."),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--from-commit", default="870d8b0")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "zoo.json")
+    args = parser.parse_args()
+    data = backfill(args.from_commit)
+    render_report(data)  # every field the page needs is there
+    args.out.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
