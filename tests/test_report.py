@@ -61,7 +61,8 @@ CONFIG = BuildConfig(n_train=20, n_test=4)
 
 def test_report_data_is_json_and_holds_what_the_pages_need(report: BuildReport):
     data = json.loads(json.dumps(report_data(report, CONFIG)))
-    assert data["styles"] == list(STYLES) and data["command"] == "zoo build --seed 0 --n-train 20 --n-test 4"
+    assert data["styles"] == list(STYLES)
+    assert data["command"] == "zoo build --seed 0 --n-train 20 --n-test 4"
     assert data["ap"]["routed"]["cyto"]["0.75"] == pytest.approx(_ap(0.9)[5], abs=1e-4)
     assert data["ap"]["generalist"]["mean"]["0.5"] == pytest.approx(np.mean([0.8, 0.9, 0.7]))
     assert data["routing"] == {"accuracy": 0.75, "correct": 9, "images": 12,

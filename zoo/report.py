@@ -37,7 +37,10 @@ import numpy as np
 from zoo import machine
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from zoo.build import BuildConfig, BuildReport
+    from zoo.cluster import StyleBank
 
 SCHEMA = 1
 METHODS = ("generalist", "routed", "oracle")
@@ -81,7 +84,7 @@ def report_data(report: BuildReport, config: BuildConfig) -> dict[str, Any]:
     }
 
 
-def _by_threshold(thresholds, values) -> dict[str, float]:
+def _by_threshold(thresholds: Sequence[float], values: Sequence[float]) -> dict[str, float]:
     return {f"{t:g}": round(float(v), 4) for t, v in zip(thresholds, values)}
 
 
@@ -114,7 +117,7 @@ def build_command(config: BuildConfig) -> str:
     return " ".join(words)
 
 
-def clusters_of(bank) -> list[dict[str, Any]]:
+def clusters_of(bank: StyleBank) -> list[dict[str, Any]]:
     """Each cluster of a ``StyleBank``: id, name, specialist, size and source styles."""
     sources = np.array(bank.sources)
     rows = []
@@ -128,7 +131,7 @@ def clusters_of(bank) -> list[dict[str, Any]]:
     return rows
 
 
-def adjusted_rand(bank) -> float:
+def adjusted_rand(bank: StyleBank) -> float:
     """Adjusted Rand index of the bank's clusters against its vectors' source styles."""
     from sklearn.metrics import adjusted_rand_score
 
@@ -187,7 +190,8 @@ def _about(data: Mapping[str, Any]) -> str:
     when = f" on {data['date'][:10]}" if data.get("date") else ""
     where = f" ({machine.describe(data['machine'])})" if data.get("machine") else ""
     return (f"Built by `{data['command']}`{when}{where}: {s['n_train']} training and "
-            f"{s['n_test']} held-out test images per synthetic style ({', '.join(data['styles'])}), "
+            f"{s['n_test']} held-out test images per synthetic style "
+            f"({', '.join(data['styles'])}), "
             f"{s['shape'][0]}×{s['shape'][1]} pixels, network channels {s['width']}.")
 
 
@@ -261,7 +265,8 @@ def split_styles(data: Mapping[str, Any]) -> dict[str, list[str]]:
 
 
 def _timings(data: Mapping[str, Any]) -> str:
-    rows = "\n".join(f"| {step} | {seconds / 60:.1f} |" for step, seconds in data["timings_s"].items())
+    rows = "\n".join(f"| {step} | {seconds / 60:.1f} |"
+                     for step, seconds in data["timings_s"].items())
     total = sum(data["timings_s"].values()) / 60
     text = f"| step | minutes |\n|---|---:|\n{rows}\n| total | {total:.1f} |"
     note = data.get("notes", {}).get("timings")
@@ -300,7 +305,8 @@ rewrites it. Change the data or the template in zoo/report.py, not this file. --
 
 # ---- README sections ---------------------------------------------------------------------------
 
-def _gaps(data: Mapping[str, Any], thresholds: tuple[str, ...] = SHOWN) -> list[tuple[str, str, float, float]]:
+def _gaps(data: Mapping[str, Any], thresholds: tuple[str, ...] = SHOWN
+          ) -> list[tuple[str, str, float, float]]:
     """(style, threshold, routed, generalist) wherever routed scores below the generalist."""
     ap = data["ap"]
     return [(style, t, ap["routed"][style][t], ap["generalist"][style][t])
