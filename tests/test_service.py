@@ -161,6 +161,12 @@ def test_routing_picks_each_styles_specialist(url, library):
         route = _post(url, "route", _tiff(image), channels="0,1").json()
         expected = library.route(image, params).to_dict()
         assert route["distance"] == pytest.approx(expected.pop("distance"), abs=1e-4)
+        neighbours = expected.pop("neighbours")
+        assert [n["ref"] for n in route["neighbours"]] == [n["ref"] for n in neighbours]
+        assert [n["distance"] for n in route["neighbours"]] == pytest.approx(
+            [n["distance"] for n in neighbours], abs=1e-4)
+        place = expected.pop("map")
+        assert route["map"] == pytest.approx(place, abs=1e-3)
         assert {k: route[k] for k in expected} == expected
         assert route["model"] in own[style], (style, route)
 
