@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from zoo.data.synth import kernels
+
 _BIT_DEPTHS = (8, 12, 16)
 _NORMAL_ABOVE = 60.0  # expected electrons above which shot noise is drawn as a Gaussian
 
@@ -123,11 +125,9 @@ def expose(
         ``(Y, X)`` of ``sensor.dtype``.
     """
     photons = np.clip(signal * (sensor.photons[0] / max(float(reference[0]), 1e-9)), 0.0, 1e8)
-    photons = photons.astype(np.float32)
-    electrons = photons + np.sqrt(photons) * rng.standard_normal(photons.shape, np.float32)
-    dim = photons < _NORMAL_ABOVE
-    electrons[dim] = rng.poisson(photons[dim])
-    electrons += sensor.read_noise * rng.standard_normal(photons.shape, np.float32)
+    seed = int(rng.integers(0, 2**31 - 1))
+    electrons = kernels._shot_and_read_noise(np.ascontiguousarray(photons, dtype=np.float32),
+                                             float(sensor.read_noise), seed, _NORMAL_ABOVE)
     full = sensor.full_scale
     gain = sensor.headroom[0] * full * (1 - sensor.offset) / sensor.photons[0]
     counts = np.round(sensor.offset * full + gain * electrons)

@@ -218,3 +218,27 @@ def _split_cells(labels: np.ndarray, table: np.ndarray, first_new: int) -> None:
                     labels[y, x] = 0
                 elif along > 0:
                     labels[y, x] = first_new + i
+
+
+@njit(nogil=True, cache=True)
+def _shot_and_read_noise(photons: np.ndarray, read_noise: float, seed: int,
+                         normal_above: float) -> np.ndarray:
+    """Photo-electrons plus read noise for expected ``photons`` (``(Y, X)`` float32 >= 0).
+
+    Shot noise is Poisson below ``normal_above`` expected electrons and its (then
+    indistinguishable) normal approximation above; read noise is Gaussian. Numba's own
+    generator is seeded with ``seed`` (drawn from the caller's numpy generator), so the
+    result is deterministic per seed.
+    """
+    np.random.seed(seed)
+    ny, nx = photons.shape
+    out = np.empty((ny, nx), dtype=np.float32)
+    for y in range(ny):
+        for x in range(nx):
+            lam = photons[y, x]
+            if lam < normal_above:
+                electrons = float(np.random.poisson(lam))
+            else:
+                electrons = lam + np.sqrt(lam) * np.random.standard_normal()
+            out[y, x] = electrons + read_noise * np.random.standard_normal()
+    return out
