@@ -291,6 +291,7 @@ def save_sample_sheet(
     *,
     outlines: bool = True,
     styles: Sequence[str] = STYLES,
+    panel_inches: float = 3.0,
 ) -> Path:
     """Write a PNG grid: one row per style, ``samples_per_style`` examples per row.
 
@@ -305,6 +306,7 @@ def save_sample_sheet(
         seed: base seed of the examples.
         outlines: draw label outlines (yellow) and unannotated objects (red).
         styles: the rows.
+        panel_inches: size of one panel (at 100 dpi).
 
     Returns:
         The path written.
@@ -322,4 +324,4 @@ def save_sample_sheet(
                        + (" RGB" if meta["modality"] == "rgb" else ""))
             row.append((caption, render_panel(sample, outlines=outlines)))
         rows.append(row)
-    return plot_sample_sheet(rows, path)
+    return plot_sample_sheet(rows, path, panel_inches=panel_inches)

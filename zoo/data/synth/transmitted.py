@@ -36,7 +36,7 @@ def _finish(
     image = opt.flatten_contrast(image, optics)
     image = np.clip(image, 0.02, None) * opt.illumination(rng, image.shape, optics)
     if rng.random() < rgb_chance:
-        warm = rng.uniform(0.0, 0.35)  # halogen lamp without a daylight filter: yellowish
+        warm = rng.uniform(0.0, 0.2)  # halogen lamp without a daylight filter: yellowish
         tint = np.array([1.0, 1.0 - 0.4 * warm, 1.0 - warm]) * rng.uniform(0.95, 1.05, 3)
         return (image[..., None] * tint).astype(np.float32), "rgb"
     return np.stack([image, np.zeros_like(image)], axis=-1).astype(np.float32), "transmitted"
