@@ -62,3 +62,18 @@ def test_three_or_more_channels_show_the_first_three_as_rgb(labels: np.ndarray) 
         assert (np.delete(rgb[labels == k], channel, axis=1) == 0).all()
     with pytest.raises(InvalidImageError, match="NaN"):
         composite(np.full((4, 4), np.nan))
+
+
+def test_sample_panel_keeps_rgb_colours_and_outlines_cells() -> None:
+    from zoo.viz import sample_panel
+
+    image = np.zeros((16, 16, 3), dtype=np.uint8)
+    image[..., 0], image[..., 2] = 200, 100
+    labels = np.zeros((16, 16), dtype=np.int32)
+    labels[4:10, 4:10] = 1
+    panel = sample_panel(image, (0, None), labels, np.zeros_like(labels))
+    assert panel.shape == (16, 16, 3) and panel.dtype == np.float32
+    np.testing.assert_allclose(panel[0, 0], (200 / 255, 0.0, 100 / 255), atol=1e-6)
+    np.testing.assert_allclose(panel[4, 4], (1.0, 0.9, 0.0))  # outline in yellow
+    grey = sample_panel(image[..., :2], (0, None), labels, outlines=False)
+    assert np.allclose(grey[..., 0], grey[..., 1])  # one channel shown grey
