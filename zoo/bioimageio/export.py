@@ -13,6 +13,7 @@ import copy
 import logging
 import os
 import tempfile
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -141,9 +142,11 @@ def _write_weights(model: SegmentationModel, sample: Sample, staging: Path) -> N
 
     batch = _normalised(sample)
     export_onnx(model.net, staging / spec.ONNX_FILE)
-    scripted = torch.jit.script(copy.deepcopy(model.net).cpu().eval())
-    torch.jit.save(scripted, str(staging / spec.TORCHSCRIPT_FILE))
-    loaded = torch.jit.load(str(staging / spec.TORCHSCRIPT_FILE), map_location="cpu")
+    with warnings.catch_warnings():  # TorchScript is deprecated in torch, not in bioimage.io
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(copy.deepcopy(model.net).cpu().eval())
+        torch.jit.save(scripted, str(staging / spec.TORCHSCRIPT_FILE))
+        loaded = torch.jit.load(str(staging / spec.TORCHSCRIPT_FILE), map_location="cpu")
     with torch.inference_mode():
         outputs, style = loaded(torch.from_numpy(batch))
     _check("TorchScript", (outputs.numpy(), style.numpy()), sample)
@@ -178,8 +181,8 @@ def _write_files(installed: InstalledModel, model: SegmentationModel, sample: Sa
     samples = {spec.SAMPLE_FILES[key]: array[0] for key, array in
                (("image", sample.image), ("flows", sample.flows), ("style", sample.style))}
     for name, array in samples.items():
-        tifffile.imwrite(staging / name, np.ascontiguousarray(array[None] if array.ndim == 1
-                                                              else array, dtype=np.float32))
+        array = np.ascontiguousarray(array[None] if array.ndim == 1 else array, np.float32)
+        tifffile.imwrite(staging / name, array, photometric="minisblack")
     attachments = {installed.weights.name: installed.weights}
     if installed.style_bank is not None:
         attachments[installed.style_bank.name] = installed.style_bank
