@@ -263,3 +263,27 @@ def test_cli_refuses_a_bad_package_in_one_line(tmp_path: Path) -> None:
     shipped = CliRunner().invoke(app, ["import", "bioimageio", str(bad), "--name", "cpnet.cyto"])
     assert shipped.stderr.strip() == (
         "error: 'cpnet.cyto' is a shipped specialist model; choose another name")
+
+
+def test_the_readme_bioimageio_commands_run(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's bioimage.io walk-through, command by command, in a fresh ZOO_HOME."""
+    import re
+    import shlex
+    import shutil
+
+    root = TESTS.parent
+    text = (root / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- bioimageio-commands:start -->\n```bash\n(.*?)```", text, re.DOTALL)
+    assert block is not None, "README lost its bioimage.io commands"
+    commands = [shlex.split(line, comments=True) for line in block.group(1).splitlines()]
+    assert [c[:2] for c in commands if c][:2] == [["zoo", "export"], ["zoo", "import"]]
+    (tmp_path / "samples").mkdir()
+    shutil.copy(root / "samples" / "demo.tif", tmp_path / "samples" / "demo.tif")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
+    for command in filter(None, commands):
+        result = CliRunner().invoke(app, command[1:])
+        assert result.exit_code == 0, (command, result.stderr)
+    assert (tmp_path / "tissue.zip").is_file() and any((tmp_path / "results").iterdir())
+    assert "lab.tissue" in fresh_registry(tmp_path / "home")
