@@ -35,7 +35,9 @@ def check_target(registry: Registry, name: str, *, replace: bool = True) -> Path
         if kind != "user":
             raise ZooError(f"{name!r} is a shipped {kind} model; choose another name")
         if not replace:
-            raise ZooError(f"{name!r} is already in your zoo; choose another name or use --force to replace it")
+            raise ZooError(
+                f"{name!r} is already in your zoo; choose another name or use --force to replace it"
+            )
     return registry.source_dir
 
 

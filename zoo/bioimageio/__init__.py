@@ -14,7 +14,22 @@ Weights come back through the safetensors attachment, never through the TorchScr
 
 from __future__ import annotations
 
-from zoo.bioimageio.export import ExportOptions, export_package
-from zoo.bioimageio.importing import Package, import_package, read_package
+import importlib
+from typing import Any
 
-__all__ = ["ExportOptions", "Package", "export_package", "import_package", "read_package"]
+_EXPORTS = {
+    "ExportOptions": "zoo.bioimageio.export",
+    "export_package": "zoo.bioimageio.export",
+    "Package": "zoo.bioimageio.importing",
+    "import_package": "zoo.bioimageio.importing",
+    "read_package": "zoo.bioimageio.importing",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Load the exporter (torch) or the importer on first use of one of their names."""
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'zoo.bioimageio' has no attribute {name!r}")
