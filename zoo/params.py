@@ -26,6 +26,10 @@ class FlowParams:
         max_size_fraction: masks larger than this fraction of the image are dropped.
     """
 
+    # pydantic (manifest schema): unknown keys are errors, as for the dataclass itself; said
+    # explicitly so the JSON schema is the same on every pydantic version
+    __pydantic_config__ = {"extra": "forbid"}
+
     niter: int = 200
     cellprob_threshold: float = 0.0
     flow_threshold: float = 0.4
