@@ -12,7 +12,7 @@ from PIL import Image
 from zoo.cluster import StyleBank, centroids_of, normalize_styles
 from zoo.errors import InvalidParamsError
 from zoo.router import Router
-from zoo.stylemap import layout, pca_layout, place
+from zoo.stylemap import layout, neighbours_on_map, pca_layout, place
 
 
 def _bank(rng: np.random.Generator, **extra) -> StyleBank:
@@ -73,6 +73,24 @@ def test_place_is_the_inverse_distance_weighted_mean():
     np.testing.assert_allclose(place(xy, [0, 1], [1.0, 3.0]), [1.0, 0.0])
     np.testing.assert_allclose(place(xy, [1, 2, 0], [0.0, 0.5, 0.2]), [4.0, 0.0])  # exact match
     np.testing.assert_allclose(place(xy, [2], [0.7]), [0.0, 8.0])
+
+
+def test_neighbours_on_map_are_the_route_fields(rng):
+    bank = _bank(rng)
+    style = bank.vectors[12] + rng.normal(0, 0.05, 16)
+    distances = np.linalg.norm(bank.vectors - style / np.linalg.norm(style), axis=1)
+    nearest = np.argsort(distances)[:5][::-1]  # any order in, nearest first out
+    fields = neighbours_on_map(bank, nearest, distances[nearest])
+    assert [n["ref"] for n in fields["neighbours"]] == [bank.refs[i] for i in nearest[::-1]]
+    assert {n["cluster"] for n in fields["neighbours"]} == {1}
+    assert [n["distance"] for n in fields["neighbours"]] == sorted(distances[nearest].tolist())
+    expected = place(layout(bank), nearest, distances[nearest])
+    assert fields["map"] == {"x": float(expected[0]), "y": float(expected[1])}
+    # the image lands among its cluster's references, away from the other clusters
+    xy = layout(bank)
+    own = np.linalg.norm(xy[10:20] - expected, axis=1).min()
+    others = np.linalg.norm(np.delete(xy, np.s_[10:20], axis=0) - expected, axis=1).min()
+    assert own < others
 
 
 @pytest.mark.parametrize(("indices", "distances", "match"), [

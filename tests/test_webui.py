@@ -175,10 +175,15 @@ def test_the_page_is_one_self_contained_file(url):
     assert set(config["formats"]) == set(OUTPUT_FORMATS)
 
 
-def test_an_upload_shows_the_overlay_the_route_and_the_apis_count(url, page, shot):
+def test_an_upload_shows_the_overlay_the_route_and_the_apis_count(url, page, shot, tmp_path):
+    others = [_tiff(tmp_path / f"{style}.tif", generate(style, seed=21, shape=(256, 256)).image)
+              for style in ("cyto", "nuclei")]
     _open(page, url, "?nucleus=1")
-    page.set_input_files("#files", str(DEMO))
+    page.set_input_files("#files", [str(DEMO), *map(str, others)])
     item = _wait(page, "demo.tif")
+    for other in others:
+        _wait(page, other.name)
+    sync_api.expect(page.locator(".file.selected .name")).to_have_text("demo.tif")
     body = _api(url, DEMO, channels="0,1")
     assert body["n_cells"] > 10
     sync_api.expect(page.locator("#count")).to_have_text(_cells(body["n_cells"]))
@@ -218,9 +223,14 @@ def test_an_upload_shows_the_overlay_the_route_and_the_apis_count(url, page, sho
     assert page.locator("#stylemap svg circle:not(.near)").count() == len(stylemap["points"])
     assert page.locator("#stylemap .clusters li").count() == len(stylemap["clusters"])
     assert page.locator("#map-star").count() == (1 if route.get("map") else 0)
+    assert page.locator("#stylemap .thumbs figure").count() == len(route.get("neighbours", []))
     assert page.locator("#stylemap .clusters li.active").text_content().startswith(route["cluster_name"])
     # offline-ready: the page asked its own server only
     assert all(r.startswith((url, "data:", "blob:")) for r in page.requests), page.requests
+    page.set_viewport_size({"width": 1440, "height": 1180})  # tall enough for the style map
+    page.locator("#zoom-fit").click()
+    page.evaluate("document.activeElement.blur()")
+    page.mouse.move(2, 2)
     shot(page, "ui_result.png")
 
 
@@ -295,7 +305,7 @@ def test_bad_files_show_readable_errors_beside_them(url, page, tmp_path, shot):
     _open(page, url)
     page.set_input_files("#files", [str(p) for p in (truncated, text, large, good)])
     _wait(page, "good.tif")
-    titles = {truncated: "The server refused this file or a setting · 400",
+    titles = {truncated: "This image is damaged or unreadable · 400",
               text: "Not an image cellzoo can read · 415", large: "Too large for this server · 413"}
     for path, title in titles.items():
         error = _wait(page, path.name, "error").locator(".error")
@@ -316,7 +326,7 @@ def test_bad_files_show_readable_errors_beside_them(url, page, tmp_path, shot):
     _item(page, "notes.tif").get_by_role("button", name="Remove notes.tif").click()
     page.get_by_role("button", name="Segment again").click()
     error = _wait(page, "good.tif", "error").locator(".error")
-    sync_api.expect(error).to_contain_text("400")
+    sync_api.expect(error.locator("b")).to_have_text("A setting is not valid · 400")
     sync_api.expect(error).to_contain_text("diameter")
 
 
@@ -451,5 +461,34 @@ def test_the_single_process_service_serves_the_page_too(browser, tmp_path):
             body = _api(base, image, channels="0,1")
             sync_api.expect(tab.locator("#count")).to_have_text(_cells(body["n_cells"]))
             sync_api.expect(tab.locator("#sum-model")).to_have_text(body["model"])
+        finally:
+            context.close()
+
+
+def test_a_stuck_server_shows_503_and_when_to_retry(browser, tmp_path):
+    import signal
+
+    from tests.test_service import _network_worker
+
+    image = _tiff(tmp_path / "cells.tif", generate("phase", seed=5, shape=(96, 96)).image)
+    env = {"ZOO_NETWORK_TIMEOUT": "3", "ZOO_RETRY_AFTER": "7"}
+    with served("zoo.service.app:CellZoo", tmp_path, env=env) as base:
+        worker = _network_worker(tmp_path)
+        context = browser.new_context(viewport=LAPTOP)
+        try:
+            tab = context.new_page()
+            _open(tab, base)
+            worker.send_signal(signal.SIGSTOP)  # the network service stops answering
+            try:
+                tab.set_input_files("#files", str(image))
+                error = _wait(tab, "cells.tif", "error").locator(".error")
+                sync_api.expect(error.locator("b")).to_have_text(
+                    "The server is busy or restarting · 503")
+                sync_api.expect(error).to_contain_text("did not answer in time")
+                sync_api.expect(error).to_contain_text("Try again in 7 s.")
+            finally:
+                worker.send_signal(signal.SIGCONT)
+            tab.get_by_role("button", name="Segment again").click()  # and then it works
+            _wait(tab, "cells.tif")
         finally:
             context.close()
