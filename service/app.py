@@ -13,7 +13,8 @@ Two deployments of the same endpoints:
   networks loaded in-process; no batching across requests.
 
 Endpoints: ``/segment``, ``/route``, ``/models`` (all POST, multipart for images), plus
-BentoML's ``/livez``, ``/readyz`` (ready once every model is loaded) and ``/metrics``.
+BentoML's ``/livez``, ``/readyz`` (ready once every model is loaded) and ``/metrics``, and
+the web page ``GET /ui`` with the helpers it needs (``zoo.service.ui``).
 Every error has one JSON shape, ``{"error": {"status", "type", "message", "field"}}``,
 also for BentoML's own validation errors (``ErrorShape`` middleware rewrites them).
 """
@@ -44,6 +45,7 @@ from zoo.service.core import (
     encode,
     parse_request,
 )
+from zoo.service.ui import web_app
 
 log = logging.getLogger(__name__)
 
@@ -316,3 +318,5 @@ def _reshape(status: int, parsed: Any, raw: bytes) -> dict[str, Any]:
 
 for _service in (CellZoo, CellZooLocal):
     _service.add_asgi_middleware(ErrorShape)
+    # the web page (GET /ui) and its helpers: /preview, /export, /stylemap, /reference/*
+    _service.mount_asgi_app(web_app(lambda: bentoml.get_current_service().core), name="ui")

@@ -423,7 +423,7 @@ def test_bentoml_build_packages_the_service_and_zoo(tmp_path):
     wheels = list(bentos[0].glob("env/python/wheels/cellzoo-*.whl"))
     assert wheels, "the bento does not carry the cellzoo wheel"
     names = set(zipfile.ZipFile(wheels[0]).namelist())
-    assert {"zoo/service/app.py", "zoo/service/core.py", "zoo/shipped/models.yaml",
-            "zoo/shipped/weights/cpnet.generalist.safetensors"} <= names
+    assert {"zoo/service/app.py", "zoo/service/core.py", "zoo/service/ui.html",
+            "zoo/shipped/models.yaml", "zoo/shipped/weights/cpnet.generalist.safetensors"} <= names
     spec = (bentos[0] / "bento.yaml").read_text()
     assert "cellzoo_network" in spec and "zoo.service.app:CellZoo" in spec

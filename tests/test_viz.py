@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from zoo.errors import InvalidImageError
 from zoo.io import outlines, read_image, write_png
-from zoo.viz import composite, label_colours, overlay
+from zoo.viz import composite, composite_legend, label_colours, overlay
 
 RNG = np.random.default_rng(0)
 
@@ -77,3 +77,20 @@ def test_sample_panel_keeps_rgb_colours_and_outlines_cells() -> None:
     np.testing.assert_allclose(panel[4, 4], (1.0, 0.9, 0.0))  # outline in yellow
     grey = sample_panel(image[..., :2], (0, None), labels, outlines=False)
     assert np.allclose(grey[..., 0], grey[..., 1])  # one channel shown grey
+
+
+COLOUR_NAMES = {"grey": (1, 1, 1), "red": (1, 0, 0), "green": (0, 1, 0), "blue": (0, 0, 1),
+                "magenta": (1, 0, 1)}
+
+
+@pytest.mark.parametrize("n_channels", [1, 2, 3, 5])
+def test_composite_legend_names_the_colour_each_channel_gets(n_channels: int) -> None:
+    legend = composite_legend(n_channels)
+    assert len(legend) == min(n_channels, 3)
+    for channel, name in enumerate(legend):
+        image = np.zeros((4, 4, n_channels), np.float32)
+        image[:2, :, channel] = 1.0  # this channel alone is bright in the top half
+        rgb = composite(image[..., 0] if n_channels == 1 else image, lower=0, upper=100)
+        np.testing.assert_allclose(rgb[0, 0], COLOUR_NAMES[name])
+    with pytest.raises(InvalidImageError, match="0"):
+        composite_legend(0)

@@ -63,6 +63,21 @@ def composite(image: np.ndarray, *, lower: float = 1.0, upper: float = 99.0) -> 
     return np.stack(channels, -1).astype(np.float32)
 
 
+def composite_legend(n_channels: int) -> list[str]:
+    """The colour each channel of ``composite`` is drawn in, by channel index.
+
+    Args:
+        n_channels: how many channels the image has (>= 1).
+
+    Returns:
+        One colour name per shown channel (at most three): ``["grey"]``,
+        ``["green", "magenta"]`` or ``["red", "green", "blue"]``.
+    """
+    if n_channels < 1:
+        raise InvalidImageError(f"an image has at least one channel, got {n_channels}")
+    return [["grey"], ["green", "magenta"], ["red", "green", "blue"]][min(n_channels, 3) - 1]
+
+
 def label_colours(ids: np.ndarray) -> np.ndarray:
     """``(N,)`` ids → ``(N, 3)`` uint8 RGB: hue = frac(id · golden ratio), s = 0.85, v = 1.
 
