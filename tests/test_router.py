@@ -146,4 +146,5 @@ def test_neighbours_are_the_nearest_references_and_the_map_place_is_between_them
     assert result.neighbours[0].distance == pytest.approx(result.distance)
     assert 2 < result.map["x"] < 2.5 and result.map["y"] == pytest.approx(0)  # nearer r2 than r3
     assert json.loads(json.dumps(result.to_dict()))["neighbours"][0]["ref"] == "r2"
-    assert Router(hand_bank(), generalist=GENERALIST).route_style(at(0.05)).map is None
+    fallback = Router(hand_bank(), generalist=GENERALIST).route_style(at(0.05)).map  # PCA layout
+    assert np.isfinite([fallback["x"], fallback["y"]]).all()

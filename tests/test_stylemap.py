@@ -12,7 +12,7 @@ from PIL import Image
 from zoo.cluster import StyleBank, centroids_of, normalize_styles
 from zoo.errors import InvalidParamsError
 from zoo.router import Router
-from zoo.stylemap import layout, neighbours_on_map, pca_layout, place
+from zoo.stylemap import layout, pca_layout, place
 
 
 def _bank(rng: np.random.Generator, **extra) -> StyleBank:
@@ -75,17 +75,19 @@ def test_place_is_the_inverse_distance_weighted_mean():
     np.testing.assert_allclose(place(xy, [2], [0.7]), [0.0, 8.0])
 
 
-def test_neighbours_on_map_are_the_route_fields(rng):
+def test_a_route_carries_its_neighbours_and_its_place_on_the_map(rng):
     bank = _bank(rng)
     style = bank.vectors[12] + rng.normal(0, 0.05, 16)
-    distances = np.linalg.norm(bank.vectors - style / np.linalg.norm(style), axis=1)
-    nearest = np.argsort(distances)[:5][::-1]  # any order in, nearest first out
-    fields = neighbours_on_map(bank, nearest, distances[nearest])
-    assert [n["ref"] for n in fields["neighbours"]] == [bank.refs[i] for i in nearest[::-1]]
-    assert {n["cluster"] for n in fields["neighbours"]} == {1}
-    assert [n["distance"] for n in fields["neighbours"]] == sorted(distances[nearest].tolist())
+    unit = style / np.linalg.norm(style)
+    distances = np.linalg.norm(bank.vectors - unit, axis=1)
+    nearest = np.argsort(distances)[: bank.k]
+    route = Router(bank, generalist="m.gen").route_style(style).to_dict()
+    assert [n["ref"] for n in route["neighbours"]] == [bank.refs[i] for i in nearest]
+    assert {n["cluster"] for n in route["neighbours"]} == {1}
+    np.testing.assert_allclose([n["distance"] for n in route["neighbours"]], distances[nearest],
+                               atol=1e-5)
     expected = place(layout(bank), nearest, distances[nearest])
-    assert fields["map"] == {"x": float(expected[0]), "y": float(expected[1])}
+    assert route["map"] == pytest.approx({"x": expected[0], "y": expected[1]}, abs=1e-4)
     # the image lands among its cluster's references, away from the other clusters
     xy = layout(bank)
     own = np.linalg.norm(xy[10:20] - expected, axis=1).min()

@@ -46,6 +46,12 @@ EVAL_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 SYNTHETIC_PARAMS = PredictParams(cyto_channel=0, nucleus_channel=1)
 
 
+def sample_params(sample: Sample) -> PredictParams:
+    """The prediction parameters of a synthetic sample: its own channels."""
+    cyto, nucleus = sample.channels
+    return PredictParams(cyto_channel=cyto, nucleus_channel=nucleus)
+
+
 def _generalist_schedule() -> TrainConfig:
     return TrainConfig(epochs=50, optimizer="adamw", learning_rate=2e-3, weight_decay=1e-4,
                        warmup_epochs=2, anneal_epochs=12, anneal_every=4, tile=96)
@@ -156,7 +162,8 @@ def build_zoo(config: BuildConfig | None = None, *, progress: StepFn | None = No
     clock.lap("train generalist")
 
     styles, _ = embed_many(Predictor(generalist, Settings(device="cpu")),
-                           (s.image for s in train_set), SYNTHETIC_PARAMS, config.embed)
+                           (s.image for s in train_set), [sample_params(s) for s in train_set],
+                           config.embed)
     bank = build_style_bank(styles, [s.style for s in train_set], config.cluster)
     bank = with_references(bank, train_set, config)
     clock.lap("styles and clustering")
@@ -166,6 +173,9 @@ def build_zoo(config: BuildConfig | None = None, *, progress: StepFn | None = No
     specialists, train_styles = {}, {GENERALIST: list(STYLES)}
     for cluster, cluster_name in enumerate(bank.names):
         members = [s for s, label in zip(train_set, bank.labels) if label == cluster]
+        if not any(_trainable(s, config.specialist) for s in members):
+            log.info("cluster %s has no trainable image: the generalist serves it", cluster_name)
+            continue
         name = _named(f"cpnet.{cluster_name}", taken)
         specialist = _fine_tune(generalist, members, config.specialist, name, progress, losses)
         models[name], specialists[cluster] = specialist, name
@@ -210,7 +220,8 @@ def reembed_bank(bank: StyleBank, generalist: SegmentationModel, config: BuildCo
     if [s.style for s in samples] != list(bank.sources):
         raise ZooError("the bank's references are not this build's training images")
     styles, _ = embed_many(Predictor(generalist, Settings(device="cpu")),
-                           (s.image for s in samples), SYNTHETIC_PARAMS, config.embed)
+                           (s.image for s in samples), [sample_params(s) for s in samples],
+                           config.embed)
     vectors = normalize_styles(styles)
     rebuilt = replace(
         bank, vectors=vectors, centroids=centroids_of(vectors, bank.labels, bank.n_clusters),
@@ -224,6 +235,11 @@ def _thumbnail(rgb: np.ndarray, size: int = 48) -> np.ndarray:
 
     picture = Image.fromarray(np.round(rgb * 255).astype(np.uint8))
     return np.asarray(picture.resize((size, size), Image.Resampling.BOX))
+
+
+def _trainable(sample: Sample, schedule: TrainConfig) -> bool:
+    """Whether training keeps ``sample`` (it has at least ``min_rois`` cells)."""
+    return len(np.unique(sample.labels)) - 1 >= schedule.min_rois
 
 
 def _train(
@@ -276,7 +292,7 @@ def evaluate_routing(report: BuildReport, test_set: Sequence[Sample], config: Bu
     oracle = _oracle_specialists(report)
     own = _specialists_by_style(report)
     styles, diameters = embed_many(predictors[GENERALIST], (s.image for s in test_set),
-                                   SYNTHETIC_PARAMS, config.embed)
+                                   [sample_params(s) for s in test_set], config.embed)
     routes = router.route_styles(styles)
     counts: dict[tuple[str, str], list] = {}
     correct: dict[str, list[bool]] = {}
@@ -292,7 +308,8 @@ def evaluate_routing(report: BuildReport, test_set: Sequence[Sample], config: Bu
             # a named model estimates its own
             routed = method == "routed"
             if (name, routed) not in cache:
-                params = replace(SYNTHETIC_PARAMS, diameter=diameter) if routed else SYNTHETIC_PARAMS
+                params = sample_params(sample)
+                params = replace(params, diameter=diameter) if routed else params
                 cache[name, routed] = predictors[name].predict(sample.image, params).labels
             counts.setdefault((sample.style, method), []).append(
                 match_counts(sample.labels, cache[name, method == "routed"], EVAL_THRESHOLDS))

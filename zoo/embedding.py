@@ -20,9 +20,10 @@ a query, so the two can never differ; the bank records the ``EmbedParams`` it us
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,19 +79,26 @@ def style_pass(
 def embed_many(
     predictor: Predictor,
     images: Iterable[np.ndarray],
-    params: PredictParams | None = None,
+    params: PredictParams | Sequence[PredictParams] | None = None,
     embed: EmbedParams | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``style_pass`` for many images (a style bank's references).
+
+    Args:
+        predictor: the embedding model.
+        images: channels-last images.
+        params: one ``PredictParams`` for all, or one per image (e.g. their channels).
+        embed: crop size and count.
 
     Returns:
         ``(N, style_dim)`` float32 L2-normalised styles and ``(N,)`` float64 diameters, in
         input order.
     """
-    params = params or PredictParams()
+    each = (itertools.repeat(params or PredictParams()) if not isinstance(params, Sequence)
+            else iter(params))
     styles, diameters = [], []
-    for image in images:
-        result = style_pass(predictor, predictor.prepare(image, params), params, embed)
+    for image, own in zip(images, each):
+        result = style_pass(predictor, predictor.prepare(image, own), own, embed)
         styles.append(result.style)
         diameters.append(result.diameter)
     if not styles:

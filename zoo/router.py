@@ -22,6 +22,7 @@ from threadpoolctl import ThreadpoolController
 
 from zoo.cluster import StyleBank, normalize_styles
 from zoo.errors import InvalidParamsError
+from zoo.stylemap import layout, place
 
 _QUERY_CHUNK = 1024
 
@@ -59,9 +60,8 @@ class RouteResult:
             generalist but leaves this False; ``reason`` tells the two apart).
         reason: one sentence explaining the choice.
         neighbours: the ``k`` nearest references, nearest first.
-        map: the query's position on the bank's style map (``{"x", "y"}``: the
-            distance-weighted mean of its neighbours' positions), or None when the bank
-            has no map.
+        map: the query's position on the style map (``{"x", "y"}``: the distance-weighted
+            mean of its neighbours' positions on ``zoo.stylemap.layout(bank)``).
     """
 
     model: str
@@ -103,6 +103,7 @@ class Router:
         self._vectors = np.ascontiguousarray(bank.vectors, dtype=np.float32)
         self._k = min(bank.k, len(bank.vectors))
         self._blas = ThreadpoolController().select(user_api="blas")
+        self._layout = layout(bank)
 
     def route_style(self, style: np.ndarray) -> RouteResult:
         """Route one ``(style_dim,)`` style vector (L2-normalised here)."""
@@ -191,10 +192,7 @@ class Router:
             map=self._place(nearest, distances),
         )
 
-    def _place(self, nearest: np.ndarray, distances: np.ndarray) -> dict[str, float] | None:
-        """The distance-weighted mean position of the neighbours on the bank's map."""
-        if self.bank.map_xy is None:
-            return None
-        weights = 1.0 / np.maximum(distances, 1e-6)
-        x, y = (weights[:, None] * self.bank.map_xy[nearest]).sum(axis=0) / weights.sum()
+    def _place(self, nearest: np.ndarray, distances: np.ndarray) -> dict[str, float]:
+        """The query's place on the style map (``zoo.stylemap.place``)."""
+        x, y = place(self._layout, nearest, distances)
         return {"x": float(x), "y": float(y)}

@@ -9,8 +9,9 @@ cluster) and a routed image as a star beside its nearest references.
 - ``place``: a new image's position, the distance-weighted mean of its nearest references'
   positions (weights ``1 / distance``; an exact match sits on its reference). Unlike t-SNE,
   this places one image without refitting the map, so the references never move.
-- ``neighbours_on_map``: the route's ``neighbours`` and ``map`` fields (what the web page
-  draws) from the router's k nearest references.
+
+``zoo.router.Router`` puts a route's nearest references and its ``place`` on this map into
+every ``RouteResult`` (its ``neighbours`` and ``map``), which is what the web page draws.
 
 numpy only; nothing here knows about HTTP.
 """
@@ -18,7 +19,7 @@ numpy only; nothing here knows about HTTP.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -102,27 +103,3 @@ def place(xy: np.ndarray, indices: Sequence[int] | np.ndarray,
     exact = distances <= _EXACT
     weights = exact.astype(np.float64) if exact.any() else 1.0 / distances
     return (weights[:, None] * xy[indices]).sum(axis=0) / weights.sum()
-
-
-def neighbours_on_map(bank: StyleBank, indices: Sequence[int] | np.ndarray,
-                      distances: Sequence[float] | np.ndarray, *,
-                      xy: np.ndarray | None = None) -> dict[str, Any]:
-    """An image's nearest references and its place on the map, as JSON-ready fields.
-
-    Args:
-        bank: the style bank the router searched.
-        indices: ``(k,)`` bank rows of the image's nearest references.
-        distances: ``(k,)`` the style distances to them.
-        xy: ``layout(bank)``, when the caller keeps it (computed here otherwise).
-
-    Returns:
-        ``{"neighbours": [{"ref", "cluster", "distance"}, ...], "map": {"x", "y"}}``, the
-        neighbours nearest first.
-    """
-    indices = np.asarray(indices, dtype=np.int64)
-    distances = np.asarray(distances, dtype=np.float64)
-    x, y = place(layout(bank) if xy is None else xy, indices, distances)
-    order = np.argsort(distances, kind="stable")
-    neighbours = [{"ref": bank.refs[indices[i]], "cluster": int(bank.labels[indices[i]]),
-                   "distance": float(distances[i])} for i in order]
-    return {"neighbours": neighbours, "map": {"x": float(x), "y": float(y)}}
