@@ -30,7 +30,7 @@ docs: install
 	$(BIN)/python docs/render.py
 
 wheel: install
-	rm -rf dist && $(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .
+	rm -rf dist && $(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist . && rm -rf build
 
 bento: wheel
 	$(BIN)/bentoml build
