@@ -10,12 +10,15 @@ instead of re-measured:
 * AP per style and method (at IoU 0.5, 0.75 and 0.9, three decimals, with the mean row),
   routing accuracy per style and the step timings (minutes, one decimal) are parsed from
   ``docs/zoo.md`` as ``zoo build`` wrote it and it was committed in ``--from-commit``;
-* the clusters, their sizes and source styles, the adjusted Rand index and the OOD
-  threshold are computed from the shipped style bank (``weights/style_bank.safetensors``);
+* the clusters, their sizes and source styles and the adjusted Rand index are computed
+  from the style bank the build wrote (``weights/style_bank.safetensors`` at that commit);
 * the settings are ``zoo.build.BuildConfig()``'s defaults (the page says ``--seed 0`` with
-  the default image counts, and the weights' network channels are checked against them);
-* the date is the commit date of the shipped style bank, and the note under the timings
-  (the machine was shared during the build) is the page's own paragraph.
+  the default image counts, and the weights' network channels are checked against them),
+  except the style pass, which is the build's own (``BuildConfig.view`` at that commit);
+* the date is that of the last commit of the weights the build wrote, and the note under
+  the timings (the machine was shared during the build) is the page's own paragraph;
+* what changed in the shipped zoo since (the bank re-embedded, the generator replaced) is
+  said in ``provenance``, with the commits found by ``git log``.
 
 The next ``zoo build`` writes docs/zoo.json itself (``zoo.report.write_report``), with every
 IoU threshold, full precision and the machine it ran on; this script is then obsolete.
@@ -28,6 +31,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +91,46 @@ def timing_note(text: str) -> str:
     return " ".join(paragraph.split())
 
 
+def load_bank(commit: str) -> StyleBank:
+    """The style bank as committed in ``commit``."""
+    data = subprocess.run(["git", "show", f"{commit}:{BANK}"], cwd=ROOT, capture_output=True,
+                          check=True).stdout
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bank.safetensors"
+        path.write_bytes(data)
+        return StyleBank.load(path)
+
+
+def since(commit: str, path: str) -> str | None:
+    """The latest commit after ``commit`` that changed ``path``, or None."""
+    return git("log", "-1", "--format=%h", f"{commit}..HEAD", "--", path).strip() or None
+
+
+def provenance(commit: str) -> str:
+    text = [f"The figures of this build were recovered from the report it wrote (docs/zoo.md "
+            f"at commit {commit}: AP to three decimals, times to 0.1 minute) and from the style "
+            "bank it wrote, by `docs/backfill_zoo_json.py`; the machine it ran on was not "
+            "recorded."]
+    reembedded, generator = since(commit, BANK), since(commit, "zoo/data/synthetic.py")
+    if reembedded:
+        text.append(f"Since then the shipped style bank was re-embedded with the current style "
+                    f"pass (commit {reembedded}; the clusters and specialists are unchanged), "
+                    "and routing with it was not measured on these test images again.")
+    if generator:
+        text.append(f"The synthetic generator has also changed (latest commit {generator}): "
+                    "`zoo eval synthetic` no longer draws these test images, and `zoo build` "
+                    "would now train a different zoo.")
+    return " ".join(text)
+
+
+def old_view(commit: str) -> int:
+    """``BuildConfig.view`` (the side of the one view styles were computed on) at ``commit``."""
+    match = re.search(r"view: int = (\d+)", git("show", f"{commit}:zoo/build.py"))
+    if match is None:
+        raise SystemExit(f"zoo/build.py at {commit} has no BuildConfig.view")
+    return int(match.group(1))
+
+
 def backfill(commit: str) -> dict:
     text = git("show", f"{commit}:docs/zoo.md")
     config = BuildConfig()
@@ -99,14 +143,16 @@ def backfill(commit: str) -> dict:
     if list(generalist.config["channels"]) != list(config.width):
         raise SystemExit(f"shipped channels {generalist.config['channels']} != {config.width}")
     ap, routing, styles = parse_ap(text)
-    bank = StyleBank.load(ROOT / BANK)
+    bank = load_bank(commit)
     per_style = {s: routing[s] for s in styles}
+    settings = settings_of(config)
+    settings["embed"] = {"view": old_view(commit)}
     return {
         "schema": SCHEMA,
-        "date": git("log", "-1", "--format=%aI", "--", BANK).strip(),
+        "date": git("log", "-1", "--format=%aI", commit, "--", "weights/").strip(),
         "command": build_command(config),
         "machine": None,
-        "settings": settings_of(config),
+        "settings": settings,
         "styles": styles,
         "thresholds": ["0.5", "0.75", "0.9"],
         "ap": ap,
@@ -116,11 +162,9 @@ def backfill(commit: str) -> dict:
         "clusters": clusters_of(bank),
         "clustering": {"adjusted_rand": adjusted_rand(bank), "ood_threshold": bank.ood_threshold},
         "timings_s": parse_timings(text),
+        "zoo_eval_reproduces": since(commit, "zoo/data/synthetic.py") is None,
         "notes": {"timings": timing_note(text)},
-        "provenance": (f"The figures of this build were recovered from the report it wrote "
-                       f"(docs/zoo.md at commit {commit}: AP to three decimals, times to 0.1 "
-                       "minute) and from the shipped style bank, by "
-                       "`docs/backfill_zoo_json.py`; the machine it ran on was not recorded."),
+        "provenance": provenance(commit),
     }
 
 

@@ -173,6 +173,23 @@ def segment_cli(r: Result) -> str:
                         f"Identical masks on {s['identical_masks']} of {s['images']} images."])
 
 
+def auto(r: Result) -> str:
+    s = r["summary"]
+    verdict = "met" if s["passed"] else "missed"
+    return "\n\n".join([
+        caption(r), f"{r['tables']['main']['title']}:", table(r),
+        f"Worst wall-time ratio {s['worst_time_ratio']:.2f}×: the ≤ {s['target']:g}× target "
+        f"is {verdict}. The network ratio counts the pixels every forward pass was given "
+        "(exact, independent of the machine's load).",
+    ])
+
+
+def synthetic(r: Result) -> str:
+    s = r["summary"]
+    found = "" if s["reference_found"] else " (the reference could not be loaded)"
+    return "\n\n".join([caption(r), f"{r['tables']['main']['title']}{found}:", table(r)])
+
+
 #: section name → (result file stem, renderer)
 BENCH_SECTIONS: dict[str, tuple[str, Callable[[Result], str]]] = {
     "bench:flows": ("flows", flows),
@@ -185,6 +202,8 @@ BENCH_SECTIONS: dict[str, tuple[str, Callable[[Result], str]]] = {
     "bench:pull": ("pull", pull),
     "bench:service": ("service", service),
     "bench:segment-cli": ("segment_cli", segment_cli),
+    "bench:auto": ("auto", auto),
+    "bench:synthetic": ("synthetic", synthetic),
 }
 
 

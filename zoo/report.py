@@ -11,16 +11,18 @@ text cannot drift from the build that produced it.
 The data, schema 1::
 
     date, command, machine (zoo.machine.facts() when the report was written)
-    settings    seed, n_train, n_test, shape, width, diam_mean, view, clustering, schedules
+    settings    seed, n_train, n_test, shape, width, diam_mean, embed, clustering, schedules
     styles      the synthetic styles, sorted
     thresholds  the IoU thresholds of "ap", as strings ("0.5", "0.75", ...)
     ap          method → style (and "mean") → threshold → AP
     routing     accuracy, correct, images, per_style
     clusters    [{id, name, specialist, training_images, sources: {style: count}}]
-    clustering  adjusted_rand (clusters against source styles), ood_threshold
+    clustering  adjusted_rand (clusters against source styles), optional ood_threshold
     timings_s   build step → seconds
+    zoo_eval_reproduces  whether ``zoo eval synthetic`` draws this build's test images
     notes       optional: {"timings": text} (what the figures alone do not say)
-    provenance  optional: where the data came from when not written by the build
+    provenance  optional: where the data came from when not written by the build, and
+                what changed in the zoo since
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ def report_data(report: BuildReport, config: BuildConfig) -> dict[str, Any]:
         "clustering": {"adjusted_rand": adjusted_rand(report.bank),
                        "ood_threshold": report.bank.ood_threshold},
         "timings_s": {step: round(seconds, 1) for step, seconds in report.timings.items()},
+        # `zoo eval synthetic` draws seed 1, 12 per style: this build's test set when seed 0
+        "zoo_eval_reproduces": (config.seed, config.n_test) == (0, 12),
     }
 
 
@@ -92,7 +96,7 @@ def _settings(config: BuildConfig) -> dict[str, Any]:
     return {"seed": config.seed, "n_train": config.n_train, "n_test": config.n_test,
             "shape": list(config.shape), "width": list(config.width),
             "diam_mean": config.diam_mean, "nuclei_diam_mean": config.nuclei_diam_mean,
-            "view": config.view, "clustering": asdict(config.cluster),
+            "embed": config.embed.to_dict(), "clustering": asdict(config.cluster),
             "generalist_schedule": _jsonable(asdict(config.generalist)),
             "specialist_schedule": _jsonable(asdict(config.specialist))}
 
@@ -215,8 +219,7 @@ def _protocol(data: Mapping[str, Any]) -> str:
 
 
 def _reproduce(data: Mapping[str, Any]) -> str:
-    s = data["settings"]
-    if (s["seed"], s["n_test"]) != (0, 12):
+    if not data.get("zoo_eval_reproduces"):
         return ""
     return ("\nReproduce a column per style with `zoo eval synthetic:STYLE --model "
             "cpnet.generalist` (generalist) or `--model auto` (routed): `zoo eval synthetic` "
@@ -340,7 +343,14 @@ plot are in [docs/zoo.md](docs/zoo.md)):
 | routed specialists (`--model auto`) | {cells('routed')} |
 
 Routing picked a specialist of the image's own style for {routing['correct']} of
-{routing['images']} test images. Routed specialists {_mean_gain(data)}{caveat}."""
+{routing['images']} test images. Routed specialists {_mean_gain(data)}{caveat}.{_since(data)}"""
+
+
+def _since(data: Mapping[str, Any]) -> str:
+    if not data.get("provenance"):
+        return ""
+    return (f" These figures were measured by the build of {data['date'][:10]}; what has "
+            "changed in the zoo since is in [docs/zoo.md](docs/zoo.md).")
 
 
 def readme_limits(data: Mapping[str, Any]) -> str:
