@@ -13,7 +13,8 @@ runs), it pulls every model of the registry repo's index into an empty cache (co
 from its local directory (the embedded-zoo path, offline). The server counts the requests it
 answers and the body bytes it sends: a warm pull must show 0 and 0.
 
-Prints a table and writes bench/results/pull.json.
+Xet storage is turned off (``HF_HUB_DISABLE_XET=1``): large files take the LFS path, which
+the test server implements. Prints a table and writes bench/results/pull.json.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent / "tests"))
+# The test Hub server speaks the LFS protocol, not Xet storage (which huggingface_hub uses for
+# large files when hf_xet is installed); read by huggingface_hub when it is first imported.
+os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 
 from _results import Column, Run, Table
 from hubserver import HubServer, make_entry, write_zoo

@@ -102,8 +102,9 @@ def load_bank(commit: str) -> StyleBank:
 
 
 def since(commit: str, path: str) -> str | None:
-    """The latest commit after ``commit`` that changed ``path``, or None."""
-    return git("log", "-1", "--format=%h", f"{commit}..HEAD", "--", path).strip() or None
+    """The first commit after ``commit`` that changed ``path``, or None."""
+    found = git("log", "--reverse", "--format=%h", f"{commit}..HEAD", "--", path).split()
+    return found[0] if found else None
 
 
 def provenance(commit: str) -> str:
@@ -117,7 +118,7 @@ def provenance(commit: str) -> str:
                     f"pass (commit {reembedded}; the clusters and specialists are unchanged), "
                     "and routing with it was not measured on these test images again.")
     if generator:
-        text.append(f"The synthetic generator has also changed (latest commit {generator}): "
+        text.append(f"The synthetic generator has also changed (from commit {generator} on): "
                     "`zoo eval synthetic` no longer draws these test images, and `zoo build` "
                     "would now train a different zoo.")
     return " ".join(text)
