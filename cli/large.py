@@ -22,7 +22,7 @@ from pathlib import Path
 
 from zoo.cli.batch import IMAGE_ERRORS, Failure, Outcome, Outputs, Record
 from zoo.cli.common import Inputs, expand_inputs
-from zoo.errors import InvalidParamsError
+from zoo.errors import InvalidParamsError, ZooError
 from zoo.io import OUTPUT_SUFFIXES
 
 #: Formats only the block path writes (name → suffix).
@@ -201,10 +201,13 @@ def _on_dask(small: list[Path], large: list[Path], *, outputs: Outputs, model: s
     """Small images as one task each, then large ones block by block, on one cluster."""
     import logging
 
-    from zoo.large.distributed import DaskExecutor, as_completed, connect
-
     if not small and not large:
         return
+    try:
+        from zoo.large.distributed import DaskExecutor, as_completed, connect
+    except ImportError as error:
+        raise ZooError(f"--dask needs dask.distributed ({error}): "
+                       "pip install 'cellzoo[dask]'") from error
     if logging.getLogger().getEffectiveLevel() > logging.INFO:  # quiet unless --verbose
         logging.getLogger("distributed").setLevel(logging.WARNING)
     with connect(options.dask, settings=options.settings, workers=workers) as client:

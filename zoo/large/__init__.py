@@ -10,8 +10,8 @@
 - ``executors``: where tasks run (``ThreadExecutor``); ``distributed``: Dask
   (``connect``, ``DaskExecutor``, ``ZooPlugin``).
 
-Importing ``zoo.large`` loads nothing heavy; zarr, pyarrow and dask load when used
-(``pip install 'cellzoo[large]'``).
+Importing ``zoo.large`` loads nothing heavy; zarr and pyarrow load when used, and dask only
+in ``distributed`` (``pip install 'cellzoo[dask]'``).
 """
 
 from __future__ import annotations

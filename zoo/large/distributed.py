@@ -104,7 +104,8 @@ class DaskExecutor:
 
 @contextmanager
 def connect(address: str, *, settings: Settings, workers: int | None = None,
-            threads: int = 1, preload: tuple[str, ...] = ()) -> Iterator[Any]:
+            threads: int = 1, preload: tuple[str, ...] = (), timeout: str = "10s"
+            ) -> Iterator[Any]:
     """A ``distributed.Client`` for ``address`` with a ``ZooPlugin`` registered.
 
     Args:
@@ -114,6 +115,7 @@ def connect(address: str, *, settings: Settings, workers: int | None = None,
         workers: worker processes of a local cluster (default: CPU count).
         threads: threads per local worker.
         preload: models every worker loads when it starts.
+        timeout: how long to wait for a remote scheduler.
 
     Raises:
         ZooError: nothing answers at ``address``.
@@ -130,7 +132,7 @@ def connect(address: str, *, settings: Settings, workers: int | None = None,
         client = Client(cluster)
     else:
         try:
-            client = Client(address, timeout="20s")
+            client = Client(address, timeout=timeout)
         except (OSError, TimeoutError) as error:
             raise ZooError(f"no Dask scheduler answers at {address}: {error}") from error
     try:
