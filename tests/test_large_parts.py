@@ -271,3 +271,20 @@ def test_torch_gives_a_tile_the_same_output_in_any_batch_at_one_thread(small_mod
         torch.set_num_threads(before)
     np.testing.assert_array_equal(padded[0], mixed[1])
     assert alone.shape == (1, 3, 64, 64)
+
+
+def test_the_readme_table_is_generated_from_the_benchmark_results():
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    results = root / "bench" / "results" / "large.json"
+    if not results.is_file():
+        pytest.skip("bench/bench_large.py has not been run")
+    spec = importlib.util.spec_from_file_location("bench_large", root / "bench" / "bench_large.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    text = (root / "README.md").read_text(encoding="utf-8")
+    expected = bench.with_table(text, json.loads(results.read_text()))
+    assert text == expected, "README table is stale: run bench/bench_large.py --readme"
