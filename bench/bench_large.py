@@ -133,30 +133,56 @@ def _child(argv: list[str]) -> None:
     report.write_text(json.dumps(data))
 
 
-def run_child(*args: str) -> dict:
-    """Run ``_child`` in a new process; add its peak RSS (``os.wait4``) to its report."""
+def run_child(*args: str, timeout: float | None = None) -> dict:
+    """Run ``_child`` in a new process; add its peak RSS (``os.wait4``) to its report.
+
+    A child still running after ``timeout`` seconds is killed; its report then says
+    ``completed: false`` with the blocks it finished and its peak RSS so far.
+    """
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
         report = Path(handle.name)
+    start = time.perf_counter()
     process = subprocess.Popen([sys.executable, __file__, "_child", *args, str(report)])
-    _, status, usage = os.wait4(process.pid, 0)
+    deadline = None if timeout is None else start + timeout
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        if deadline is not None and time.perf_counter() > deadline:
+            parts = list(Path(args[2]).glob(".*.parts/block-*.npz"))
+            process.kill()
+            _, status, usage = os.wait4(process.pid, 0)
+            return {"completed": False, "seconds": time.perf_counter() - start,
+                    "blocks_done": len(parts), "peak_rss_gb": usage.ru_maxrss * 1024 / GiB}
+        time.sleep(0.5)
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise RuntimeError(f"child {args} failed with {process.returncode}")
     data = json.loads(report.read_text())
     report.unlink()
     data["peak_rss_gb"] = usage.ru_maxrss * 1024 / GiB  # Linux: KiB
+    data["completed"] = True
     return data
 
 
 # ----------------------------------------------------------------------------- measurements
 
 
-def scaling(sizes: list[int], cache: Path, work: Path, results: dict) -> None:
+def scaling(sizes: list[int], cache: Path, work: Path, results: dict,
+            timeout: float | None = None) -> None:
     rows = results.setdefault("scaling", {})
     for side in sizes:
         image = make_image(side, cache)
         print(f"[scaling] {side}² …", flush=True)
-        data = run_child("blocks", str(image), str(work / f"s{side}"), "auto")
+        data = run_child("blocks", str(image), str(work / f"s{side}"), "auto", timeout=timeout)
+        if not data["completed"]:
+            data["megapixels"] = side * side / 1e6
+            results.setdefault("unfinished", {})[str(side)] = data
+            print(f"[scaling] {side}²: stopped after {data['seconds']:.0f} s with "
+                  f"{data['blocks_done']} blocks done, peak {data['peak_rss_gb']:.2f} GB", flush=True)
+            save(results)
+            continue
+        results.get("unfinished", {}).pop(str(side), None)
         reports = data.pop("block_reports")
         data["megapixels"] = side * side / 1e6
         data["seconds_per_megapixel"] = data["seconds"] / data["megapixels"]
@@ -326,6 +352,9 @@ def table(results: dict) -> str:
         lines.append(f"| folder of {eff['images']} × {eff['side']}²: 2 workers × 1 thread vs "
                      f"1 × 1 ({eff['workers_2_seconds']:.0f} s vs {eff['workers_1_seconds']:.0f} s)"
                      f" | {eff['speedup']:.2f}× | ≥ 1.6× |")
+    for side, row in sorted(results.get("unfinished", {}).items(), key=lambda kv: int(kv[0])):
+        lines.append(f"| {side}²: stopped after {row['seconds']:.0f} s ({row['blocks_done']} "
+                     f"blocks done), peak RSS so far | {row['peak_rss_gb']:.2f} GB | report |")
     model = results.get("cluster_model")
     if model:
         for nodes, row in model["nodes"].items():
@@ -351,6 +380,8 @@ def main() -> None:
     parser.add_argument("--parts", nargs="*", default=["scaling", "seams", "efficiency"],
                         choices=["scaling", "seams", "efficiency"])
     parser.add_argument("--images", type=int, default=16, help="images in the folder benchmark")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="stop a scaling run after this many seconds (reported as unfinished)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "cellzoo-large")
     parser.add_argument("--readme", action="store_true", help="only rewrite the README table")
     args = parser.parse_args()
@@ -359,7 +390,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-large-") as tmp:
             work = Path(tmp)
             if "scaling" in args.parts:
-                scaling(args.sizes, args.cache, work, results)
+                scaling(args.sizes, args.cache, work, results, args.timeout)
             if "seams" in args.parts:
                 seams(args.cache, work, results)
             if "efficiency" in args.parts:

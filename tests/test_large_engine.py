@@ -106,7 +106,7 @@ def test_dask_workers_write_the_same_masks(zoo, nuclei, reference, tmp_path, hom
         executor = DaskExecutor(client, settings)
         assert executor.concurrency == 1
         for fmt in ("tiff", "ome-zarr"):
-            result = _run(zoo, nuclei[0], tmp_path / fmt, block=64, fmt=fmt, executor=executor)
+            result = _run(zoo, nuclei[0], tmp_path / fmt, block=128, fmt=fmt, executor=executor)
             assert result.n_cells == reference[0].n_cells
     assert (tmp_path / "tiff" / "nuclei_masks.tif").read_bytes() == reference[1]
     written = zarr.open_group(str(tmp_path / "ome-zarr" / "nuclei_masks.ome.zarr"), mode="r")

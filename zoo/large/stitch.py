@@ -177,6 +177,7 @@ class LabelReader:
         self.parts, self.plan, self.dtype = Path(parts), plan, np.dtype(dtype)
         self._anchors = np.asarray(anchors, dtype=np.int64)
         self._maps: dict[int, np.ndarray] = {}
+        self._stores: dict[int, object] = {}
         self.orphans: set[tuple[int, int]] = set()
 
     def mapping(self, index: int) -> np.ndarray:
@@ -204,8 +205,10 @@ class LabelReader:
             cols = _stepped(overlap.x0, overlap.x1, window.x0, step)
             if rows is None or cols is None:
                 continue
-            store = zarr.open_array(str(part_paths(self.parts, block.index)[0]), mode="r")
-            local = store[rows[0] - block.core.y0 : rows[1] - block.core.y0 : step,
+            if block.index not in self._stores:
+                path = part_paths(self.parts, block.index)[0]
+                self._stores[block.index] = zarr.open_array(str(path), mode="r")
+            local = self._stores[block.index][rows[0] - block.core.y0 : rows[1] - block.core.y0 : step,
                           cols[0] - block.core.x0 : cols[1] - block.core.x0 : step]
             final = self.mapping(block.index)[local]
             lost = np.unique(local[(final == 0) & (local > 0)])
