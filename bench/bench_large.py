@@ -264,23 +264,37 @@ def efficiency(cache: Path, work: Path, results: dict, n_images: int) -> None:
         out.mkdir(exist_ok=True)
         outputs = Outputs(out, "tiff", False)
         with connect("local", settings=settings, workers=workers, preload=(MODEL,)) as client:
-            warm = client.map(_image_task, images[:workers], outputs=Outputs(work, "tiff", False),
-                              model=MODEL, params=params, settings=settings, pure=False)
-            client.gather(warm)
+            for address in client.scheduler_info()["workers"]:  # one warm-up image each
+                client.submit(_image_task, images[0], outputs=Outputs(work, "tiff", False),
+                              model=MODEL, params=params, settings=settings, pure=False,
+                              workers=[address]).result()
+            cpu_before = sum(client.run(_cpu_seconds).values())
             start = time.perf_counter()
             futures = client.map(_image_task, images, outputs=outputs, model=MODEL,
                                  params=params, settings=settings, pure=False)
             seconds_per_image = [f.result().seconds for f in as_completed(futures)]
             elapsed = time.perf_counter() - start
+            cpu = sum(client.run(_cpu_seconds).values()) - cpu_before
+        row[f"workers_{workers}_cpu_seconds"] = cpu
         row[f"workers_{workers}_seconds"] = elapsed
         row[f"workers_{workers}_task_seconds"] = float(np.sum(seconds_per_image))
         masks[workers] = [tifffile.imread(out / f"{p.stem}_masks.tif") for p in images]
         print(f"[efficiency] {workers} worker(s): {elapsed:.1f} s", flush=True)
     row["speedup"] = row["workers_1_seconds"] / row["workers_2_seconds"]
+    # the work itself: CPU seconds the workers spent; equal means nothing serialises, and the
+    # wall-clock speed-up is then bounded by the cores the machine actually gave the workers
+    row["cpu_ratio"] = row["workers_2_cpu_seconds"] / row["workers_1_cpu_seconds"]
+    row["cores_used_2_workers"] = row["workers_2_cpu_seconds"] / row["workers_2_seconds"]
     row["identical_masks"] = all(np.array_equal(x, y) for x, y in zip(masks[1], masks[2]))
     row["load_average"] = os.getloadavg()[0]
     results["efficiency"] = row
     save(results)
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process (run on each Dask worker)."""
+    times = os.times()
+    return times.user + times.system
 
 
 def cluster_model(results: dict) -> None:
@@ -319,8 +333,15 @@ def cluster_model(results: dict) -> None:
 
 
 def save(results: dict) -> None:
+    """Merge ``results`` into the JSON file (another run may have added other parts)."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    merged = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    for key, value in results.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key].update(value)
+        else:
+            merged[key] = value
+    RESULTS.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
 
 
 # ----------------------------------------------------------------------------- report
@@ -352,6 +373,10 @@ def table(results: dict) -> str:
         lines.append(f"| folder of {eff['images']} × {eff['side']}²: 2 workers × 1 thread vs "
                      f"1 × 1 ({eff['workers_2_seconds']:.0f} s vs {eff['workers_1_seconds']:.0f} s)"
                      f" | {eff['speedup']:.2f}× | ≥ 1.6× |")
+        if "cpu_ratio" in eff:
+            lines.append(f"| same: CPU seconds 2 workers ÷ 1 worker; cores the 2 workers got "
+                         f"(load average {eff['load_average']:.1f}) | {eff['cpu_ratio']:.2f}; "
+                         f"{eff['cores_used_2_workers']:.2f} | 1.0; 2 |")
     for side, row in sorted(results.get("unfinished", {}).items(), key=lambda kv: int(kv[0])):
         lines.append(f"| {side}²: stopped after {row['seconds']:.0f} s ({row['blocks_done']} "
                      f"blocks done), peak RSS so far | {row['peak_rss_gb']:.2f} GB | report |")

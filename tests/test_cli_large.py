@@ -23,7 +23,7 @@ from zoo.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not (ROOT / "models.yaml").is_file(), reason="no shipped zoo")
 zarr = pytest.importorskip("zarr")
-# a 256 × 352 image does not fit this budget whole (limit about 84,000 pixels): blocks
+# no image fits this budget whole (it holds a process and one small block): blocks
 SMALL_BUDGET = ("--max-memory", "640MB", "--workers", "1")
 
 

@@ -10,8 +10,10 @@ the model, numba's compiled kernels) plus, for each block it segments at the sam
 window resized by ``scale``, widened to whole tiles: input, blended maps, weights) and
 ``MASK_BYTES_PER_PIXEL`` per pixel of the outer window (maps at image resolution, flows,
 flows → masks, statistics); measured on the shipped networks (``bench/bench_large.py``).
-``block_side`` picks the largest block whose blocks fit. The whole-image path needs about
-``WHOLE_BYTES_PER_PIXEL`` per pixel (all tiles and maps at once): ``whole_image_limit``.
+``block_side`` picks the largest block whose blocks fit (on the 2-core machine the measured
+peak stayed at about half the model's figure: it is conservative). The whole-image path needs
+``WHOLE_BASE`` (a batch of tiles through the network) plus ``WHOLE_BYTES_PER_PIXEL`` per pixel
+(every tile's output and the maps at once): ``whole_image_limit``.
 
 This module imports nothing heavy.
 """
@@ -31,8 +33,10 @@ GRAIN = 64
 NET_BYTES_PER_PIXEL = 48
 #: Peak bytes per pixel of a block's outer window after the network.
 MASK_BYTES_PER_PIXEL = 90
-#: Peak bytes per pixel of the whole-image path (``Predictor.predict``), measured.
-WHOLE_BYTES_PER_PIXEL = 500
+#: Peak bytes per pixel of the whole-image path (``Predictor.predict``; measured ~100 at 2048²).
+WHOLE_BYTES_PER_PIXEL = 120
+#: Memory of the whole-image path that does not grow with the image (a batch of 8 tiles).
+WHOLE_BASE = 300 * 2**20
 #: Memory a worker process holds before it segments anything (torch, model, numba).
 PROCESS_BASE = 600 * 2**20
 #: The default ``--max-memory``: per process, sized for a 2-core / 24 GB machine.
@@ -208,7 +212,7 @@ def block_side(
 
 def whole_image_limit(max_memory: int) -> int:
     """Pixels above which one image does not fit ``max_memory`` whole (use blocks)."""
-    return max(0, (max_memory - PROCESS_BASE) // WHOLE_BYTES_PER_PIXEL)
+    return max(0, (max_memory - PROCESS_BASE - WHOLE_BASE) // WHOLE_BYTES_PER_PIXEL)
 
 
 def parse_memory(text: str | int) -> int:
