@@ -388,7 +388,7 @@ def table(results: dict) -> str:
                      f"blocks done), peak RSS so far | {row['peak_rss_gb']:.2f} GB | report |")
     model = results.get("cluster_model")
     if model:
-        for nodes, row in model["nodes"].items():
+        for nodes, row in sorted(model["nodes"].items(), key=lambda kv: int(kv[0])):
             lines.append(f"| expected, {nodes} node(s) × {model['cores_per_node']} cores "
                          f"| {row['megapixels_per_second']:.1f} Mpx/s, "
                          f"{row['hours_per_100k_squared_slide']:.1f} h per 100k² slide | model |")

@@ -5,9 +5,9 @@ here, or a Dask cluster), and only small results come back to the caller:
 
 1. **percentiles**: windows of the image are histogrammed; the normalisation bounds are
    those of the whole image (``zoo.large.norm``);
-2. **decide** (one task): the route (``Zoo.route`` on the central ``style_region``), the
-   model, the diameter (its size regressor on the central view, as ``Predictor``) and the
-   flow parameters, fixed for every block. The block plan follows: halo from the diameter,
+2. **decide** (one task): the diameter (the size estimate on the central view, as the
+   whole-image path), the route (the style of the central ``style_region``), the model and
+   the flow parameters, fixed for every block. The block plan follows: halo from the diameter,
    block size from the memory budget;
 3. **blocks**: each block runs the network on the whole image's tile grid over its outer
    window, turns flows into masks, and keeps its core's cells (``zoo.large.stitch``); its
@@ -296,8 +296,9 @@ def _histogram_task(get_zoo, shared, window: Window) -> list[np.ndarray]:
 
 
 def _decide_task(get_zoo, shared, item: int) -> Decision:
-    from zoo.preprocess import select_channels
-
+    """Route (``auto``), model and diameter, as the whole-image path decides them: the
+    diameter is the size estimate on the central view, normalised with the whole image's
+    bounds; the route is the style of the central ``style_region`` at that diameter."""
     one_torch_thread()
     path, model, params, bounds, side = shared
     zoo = get_zoo()
@@ -305,18 +306,34 @@ def _decide_task(get_zoo, shared, item: int) -> Decision:
         y, x = image.shape
         top, left = max(0, (y - side) // 2), max(0, (x - side) // 2)
         pixels = image.read(Window(top, min(y, top + side), left, min(x, left + side)))
-    route = zoo.route(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, params) \
-        if model == "auto" else None
-    name = route.model if route else model
-    predictor = zoo.predictor(name)
+    route = None
+    if model == "auto":
+        embedder = zoo.predictor(zoo.router_model)
+        diameter = embedder.diameter_for(_stack(pixels, embedder, bounds, params), params)
+        crop = pixels[..., 0] if pixels.shape[-1] == 1 else pixels
+        style = zoo.style_pass(crop, replace(params, diameter=diameter)).style
+        route = zoo.router.route_style(style)
+        predictor = zoo.predictor(route.model)
+        name = zoo.name(route.model)
+    else:
+        predictor = zoo.predictor(model)
+        diameter = predictor.diameter_for(_stack(pixels, predictor, bounds, params), params)
+        name = zoo.name(model)
     config = predictor.model.config
-    full = _input_bounds(bounds, params, config.in_channels)
-    stack = select_channels(pixels, params.cyto_channel, params.nucleus_channel,
-                            n_in=config.in_channels)
-    diameter = predictor.diameter_for(norm.apply(stack, full), params)
     scale = predictor.model.diam_mean / diameter
-    return Decision(name, float(diameter), full, float(scale), int(config.divisor),
-                    predictor.flow_params(params, scale), route.to_dict() if route else None)
+    return Decision(name, float(diameter), _input_bounds(bounds, params, config.in_channels),
+                    float(scale), int(config.divisor), predictor.flow_params(params, scale),
+                    route.to_dict() if route else None)
+
+
+def _stack(pixels: np.ndarray, predictor, bounds: tuple[tuple[float, float], ...],
+           params: PredictParams) -> np.ndarray:
+    """``pixels`` as ``predictor``'s normalised input, with the whole image's bounds."""
+    from zoo.preprocess import select_channels
+
+    n_in = predictor.model.config.in_channels
+    stack = select_channels(pixels, params.cyto_channel, params.nucleus_channel, n_in=n_in)
+    return norm.apply(stack, _input_bounds(bounds, params, n_in))
 
 
 def _input_bounds(bounds: tuple[tuple[float, float], ...], params: PredictParams, n_in: int
