@@ -9,7 +9,18 @@ import sys
 
 import typer
 
-from zoo.cli import build, doctor, evaluate, registry, route, segment, serve, train  # noqa: F401
+from zoo.cli import (  # noqa: F401
+    bank,
+    build,
+    doctor,
+    evaluate,
+    importer,
+    registry,
+    route,
+    segment,
+    serve,
+    train,
+)
 from zoo.cli.app import app
 from zoo.errors import ZooError
 

@@ -150,11 +150,12 @@ class Predictor:
         return normalize(stack, *params.percentiles)
 
     def diameter_for(self, stack: np.ndarray, params: PredictParams) -> float:
-        """The diameter given, else the size regressor's estimate, else the model default."""
+        """The diameter given, else the size regressor's estimate, else the model default
+        (the training labels' mean diameter when known, as in Cellpose, else ``diam_mean``)."""
         if params.diameter is not None:
             return float(params.diameter)
         if self.model.size is None:
-            return float(self.model.diam_mean)
+            return float(self.model.diam_labels or self.model.diam_mean)
         view = _central_view(stack, params.style_size)
         _, style = self.network_maps(view, replace(params, augment=False))
         return self.model.size.predict(style, self.model.diam_mean)
