@@ -18,7 +18,8 @@ Usage:
    bench/.venv-cellpose (its CPU defaults: MKL-DNN, bsize 224, batch 8), after a warm-up.
 4. ours: ``zoo import cellpose`` into a throwaway ``ZOO_HOME``, then the library's
    ``Zoo.segment(image, model=NAME, params=PredictParams(diameter=D))`` in this process,
-   after a warm-up, for each configuration (backend torch or onnx, tile size, batch size).
+   after a warm-up, for each configuration (backend torch or onnx; the model's default
+   ``cellpose`` layout or our own ``cellzoo`` tiling; batch size).
 
 Both sides run on ``--threads`` threads (2). Seconds per image are medians over
 ``--repeats``; agreement is AP at IoU 0.9 of our masks against cellpose's (``zoo.metrics``),
@@ -60,11 +61,10 @@ FULL = (2, 32, 64, 128, 256)
 STYLES = ("nuclei", "cyto", "tissue", "phase")
 NAME = "cellpose-bench"
 SPEED_TARGET, AGREEMENT_TARGET = 3.0, 0.98
-# (label, backend, tile size, batch size)
-CONFIGS = (("torch, tile 256, batch 8", "torch", 256, 8),
-           ("onnx, tile 256, batch 8", "onnx", 256, 8),
-           ("onnx, tile 224, batch 8", "onnx", 224, 8),
-           ("onnx, tile 512, batch 1", "onnx", 512, 1))
+# (label, backend, layout, batch size): the cellpose layout is the imported model's default
+CONFIGS = (("torch, cellpose layout, batch 8", "torch", "cellpose", 8),
+           ("onnx, cellpose layout, batch 8", "onnx", "cellpose", 8),
+           ("onnx, cellzoo layout (256 tiles), batch 8", "onnx", "cellzoo", 8))
 
 
 def log(message: str) -> None:
@@ -136,9 +136,9 @@ def test_images(n: int, size: int) -> tuple[list[np.ndarray], list[float]]:
     return images, diameters
 
 
-def run_ours(zoo: Zoo, images: list[np.ndarray], diameters: list[float], *, tile: int,
+def run_ours(zoo: Zoo, images: list[np.ndarray], diameters: list[float], *, layout: str,
              batch: int, repeats: int) -> tuple[list[float], list[np.ndarray]]:
-    params = [PredictParams(diameter=d, tile_size=tile, batch_size=batch) for d in diameters]
+    params = [PredictParams(diameter=d, layout=layout, batch_size=batch) for d in diameters]
     zoo.segment(images[0], model=NAME, params=params[0])  # warm-up: numba, export, allocations
     seconds, masks = [], []
     for image, p in zip(images, params):
@@ -183,14 +183,14 @@ def main() -> None:
         settings = Settings(home=work / "home", device="cpu")
         import_checkpoint(Registry.default(settings), checkpoint, name=NAME)
         rows = []
-        for label, backend, tile, batch in CONFIGS:
+        for label, backend, layout, batch in CONFIGS:
             log(f"ours: {label}")
             zoo = Zoo(settings=Settings(home=work / "home", device="cpu", backend=backend))
-            seconds, masks = run_ours(zoo, images, diameters, tile=tile, batch=batch,
+            seconds, masks = run_ours(zoo, images, diameters, layout=layout, batch=batch,
                                       repeats=args.repeats)
             aps = [float(average_precision(r.astype(np.int32), m.astype(np.int32),
                                            thresholds=(0.9,))[0]) for r, m in zip(ref_masks, masks)]
-            rows.append({"config": label, "backend": backend, "tile": tile, "batch": batch,
+            rows.append({"config": label, "backend": backend, "layout": layout, "batch": batch,
                          "seconds_per_image": statistics.mean(seconds),
                          "seconds": seconds, "ap90_vs_cellpose": aps,
                          "min_ap90": min(aps), "mean_ap90": statistics.mean(aps),

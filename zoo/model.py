@@ -92,6 +92,8 @@ class SegmentationModel:
         diam_labels: mean cell diameter of the training labels before rescaling (Cellpose's
             ``diam_labels``), or None when unknown. Without a given diameter or a size
             regressor the predictor assumes cells of this size, as Cellpose does.
+        layout: the default image geometry of its predictions (``PredictParams.layout``):
+            ``cellzoo``, or ``cellpose`` for networks imported from Cellpose.
     """
 
     net: CPNet
@@ -100,6 +102,7 @@ class SegmentationModel:
     size: SizeRegressor | None = None
     arch: str = "cpnet"
     diam_labels: float | None = None
+    layout: str = "cellzoo"
 
     @property
     def config(self) -> NetConfig:
@@ -134,6 +137,8 @@ class SegmentationModel:
         }
         if self.diam_labels is not None:
             meta["diam_labels"] = self.diam_labels
+        if self.layout != "cellzoo":
+            meta["layout"] = self.layout
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(path), metadata={"cellzoo": json.dumps(meta)})
         return path
@@ -165,6 +170,7 @@ class SegmentationModel:
             size=size,
             arch=meta["arch"],
             diam_labels=float(meta["diam_labels"]) if "diam_labels" in meta else None,
+            layout=str(meta.get("layout", "cellzoo")),
         )
 
 

@@ -57,6 +57,10 @@ class FlowParams:
             )
 
 
+LAYOUTS = ("cellzoo", "cellpose")
+CELLPOSE_TILE = 224  # cellpose's bsize
+
+
 @dataclass(frozen=True)
 class PredictParams:
     """Everything that shapes one prediction.
@@ -73,6 +77,12 @@ class PredictParams:
         augment: average the four flips (test-time augmentation).
         flow: post-processing parameters; None uses the model's defaults.
         style_size: longest side of the view used for the size-estimation pass.
+        layout: how the image is resized, padded, tiled and blended: ``cellzoo`` (rounded
+            resize, padding at the end, ``tile_size`` tiles, raised-cosine blending) or
+            ``cellpose`` (cellpose 3.1.1.2's geometry: resize rounded down, 8 + centring
+            pixels of padding on every side, 224-pixel tiles, its sigmoid blending, and
+            ``niter / scale`` steps rounded down at every scale); None: the model's own
+            (imported Cellpose models: ``cellpose``).
     """
 
     cyto_channel: int = 0
@@ -85,6 +95,7 @@ class PredictParams:
     augment: bool = False
     flow: FlowParams | None = None
     style_size: int = 256
+    layout: str | None = None
 
     def __post_init__(self) -> None:
         lower, upper = self.percentiles
@@ -96,3 +107,5 @@ class PredictParams:
             raise InvalidParamsError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.style_size < 16:
             raise InvalidParamsError(f"style_size must be >= 16, got {self.style_size}")
+        if self.layout not in (None, *LAYOUTS):
+            raise InvalidParamsError(f"layout must be one of {LAYOUTS} or None, got {self.layout!r}")

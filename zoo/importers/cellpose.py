@@ -26,6 +26,11 @@ transformer checkpoint, a restoration network with one output, a truncated file,
 asks to run code) is refused before anything is written. ``torch.load(weights_only=True)`` is
 the only unpickling of a checkpoint in cellzoo, and it happens here.
 
+The imported model predicts with Cellpose's image geometry by default (``layout="cellpose"``:
+how cellpose 3.1.1.2 resizes, pads, tiles and blends; ``zoo.tiling.plan_tiles_cellpose``),
+so ``zoo segment --diameter D`` gives cellpose's masks; ``PredictParams(layout="cellzoo")``
+runs it like the shipped models.
+
 A Cellpose size model (``*_size.npy``: ``A``, ``smean``, ``diam_mean``, ``ymean``) predicts
 ``exp(A · (style - smean) + log(diam_mean) + ymean)``, at least 5; that is our
 ``SizeRegressor`` with ``weight = A``, ``bias = ymean - A · smean``, ``floor = 5``.
@@ -36,7 +41,6 @@ from __future__ import annotations
 import logging
 import pickle
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -202,8 +206,7 @@ def read_checkpoint(path: str | Path) -> CellposeCheckpoint:
         first = str(error).strip().splitlines()[0] if str(error).strip() else "unpickling failed"
         raise NotACheckpointError(
             f"{path}: refused: not a plain tensor checkpoint ({first[:200]})") from None
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, AttributeError,
-            KeyError, TypeError) as error:
+    except Exception as error:  # noqa: BLE001 - torch's readers raise many types on garbage
         raise NotACheckpointError(
             f"{path}: not a readable torch checkpoint (truncated or another format: "
             f"{str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__})"
@@ -267,7 +270,7 @@ def load_model(
             size = SizeRegressor(size.weight, size.bias + float(np.log(fitted_at / diam_mean)),
                                  size.floor)
     return SegmentationModel(net=net.eval(), diam_mean=diam_mean, size=size,
-                             diam_labels=read.diam_labels)
+                             diam_labels=read.diam_labels, layout="cellpose")
 
 
 def lineage_of(checkpoint: str | Path, size_model: str | Path | None,
