@@ -162,8 +162,8 @@ def cmd_eval(args: argparse.Namespace) -> dict:
             arrays[f"diam_style_{i}"] = np.asarray(size._size_estimation(arrays[f"style_{i}"]))
     np.savez_compressed(args.out, **arrays)
     return {"nbase": list(model.net.nbase), "mkldnn": bool(model.mkldnn),
-            "threads": torch.get_num_threads(), "diam_mean": model.diam_mean,
-            "diam_labels": model.diam_labels}
+            "threads": torch.get_num_threads(), "diam_mean": float(model.diam_mean),
+            "diam_labels": float(model.diam_labels)}
 
 
 def main() -> None:

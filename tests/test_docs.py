@@ -43,7 +43,6 @@ def test_every_zoo_command_in_the_readme_exists():
 
 def test_every_option_the_readme_gives_a_zoo_command_exists():
     """Each ``--option`` on a README line that runs ``zoo CMD`` is an option of CMD."""
-    import click
     import typer.main
 
     commands = typer.main.get_command(app).commands
@@ -53,7 +52,7 @@ def test_every_option_the_readme_gives_a_zoo_command_exists():
         if not match or match.group(1) not in commands:
             continue
         command, usage = commands[match.group(1)], match.group(2).split("#")[0]
-        if isinstance(command, click.Group):  # zoo import cellpose ..., zoo bank build ...
+        if hasattr(command, "commands"):  # a group: zoo import cellpose ..., zoo bank build ...
             sub, _, usage = usage.strip().partition(" ")
             assert sub in command.commands, f"README: `zoo {match.group(1)}` has no {sub}"
             command = command.commands[sub]
