@@ -7,6 +7,7 @@ import importlib.util
 import json
 import re
 import shlex
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,8 @@ def test_bring_your_own_models_commands_run(tmp_path: Path, monkeypatch: pytest.
             "img_0_masks.tif", "img_1_masks.tif"]
         for block in _blocks(section, "python"):
             namespace: dict = {}
-            exec(compile(block, "README.md (Bring your own models)", "exec"), namespace)
+            code = textwrap.dedent(block)
+            exec(compile(code, "README.md (Bring your own models)", "exec"), namespace)
             assert namespace["result"].prediction.labels.shape == (160, 160)
             assert namespace["route"].model in {"cp-small", "cpnet.cyto", "cpnet.generalist"}
 
