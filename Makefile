@@ -26,7 +26,7 @@ bench: install
 	$(BIN)/python bench/bench_predict.py
 
 wheel: install
-	rm -rf dist && $(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .
+	rm -rf dist && $(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist . && rm -rf build
 
 bento: wheel
 	$(BIN)/bentoml build

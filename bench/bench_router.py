@@ -10,8 +10,8 @@ neighbours) fitted on the same bank, also one query at a time and on one thread,
 router runs (on a busy 2-core machine, multi-threaded BLAS/OpenMP adds multi-ms stalls to
 either side). Percentiles over single calls include scheduler noise from whatever else
 runs on the machine; the script prints the load average. For context it also times
-the style forward pass (``embed``: normalise, resize a 512² image to a 256-pixel view,
-one network pass) with random-init networks of the small and the Cellpose width.
+the style pass (``zoo.embedding.style_pass``: the size pass and the style crops) with
+random-init networks of the small and the Cellpose width.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +29,12 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from zoo.cluster import StyleBank, centroids_of, nearest_other_distances  # noqa: E402
-from zoo.model import SegmentationModel  # noqa: E402
+from zoo.embedding import style_pass  # noqa: E402
+from zoo.model import SegmentationModel, SizeRegressor  # noqa: E402
 from zoo.nets.cpnet import NetConfig  # noqa: E402
+from zoo.params import PredictParams  # noqa: E402
 from zoo.predict import Predictor  # noqa: E402
-from zoo.router import Router, embed, embed_many  # noqa: E402
+from zoo.router import Router  # noqa: E402
 
 TARGET_MS = 10.0
 STYLE_DIM, N_STYLES = 256, 7
@@ -101,23 +104,26 @@ def bench_routing(sizes: list[int], n_queries: int) -> None:
 
 def bench_forward(size: int, repeats: int) -> None:
     image = np.random.default_rng(1).gamma(2.0, 50.0, size=(size, size)).astype(np.float32)
-    print(f"\nstyle forward pass (embed, {size}x{size} image -> 256-pixel view, one network pass), "
-          f"CPU, {torch.get_num_threads()} threads, median of {repeats}, "
+    params = PredictParams()
+    print(f"\nstyle pass (zoo.embedding.style_pass on a {size}x{size} image: the size pass on the "
+          f"central 256 crop, then 4 crops of 128 at the model's scale), CPU, "
+          f"{torch.get_num_threads()} threads, median of {repeats}, "
           f"load average {os.getloadavg()[0]:.1f}")
-    print(f"{'width':>9} {'channels':>22} | {'embed ms':>9} | {'embed_many ms/img (batch 8)':>27}")
+    print(f"{'width':>9} {'channels':>22} | {'style pass ms':>13} | {'style crops only ms':>19}")
     for name, channels in WIDTHS.items():
-        predictor = Predictor(SegmentationModel.create(NetConfig(channels=channels)))
-        embed(predictor, image)
-        samples = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            embed(predictor, image)
-            samples.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        embed_many(predictor, [image] * 8, batch_size=8)
-        many_ms = (time.perf_counter() - start) * 1e3 / 8
-        median_ms = np.median(samples) * 1e3
-        print(f"{name:>9} {str(channels):>22} | {median_ms:>9.1f} | {many_ms:>27.1f}")
+        model = SegmentationModel.create(NetConfig(channels=channels))
+        model.size = SizeRegressor(np.zeros(channels[-1]), 0.0)  # a size pass, as shipped models do
+        predictor = Predictor(model)
+        stack = predictor.prepare(image, params)
+        timings = {"both": [], "crops": []}
+        for repeat in range(repeats + 1):
+            for key, given in (("both", params), ("crops", replace(params, diameter=30.0))):
+                start = time.perf_counter()
+                style_pass(predictor, stack, given)
+                if repeat:  # the first round warms up
+                    timings[key].append(time.perf_counter() - start)
+        print(f"{name:>9} {str(channels):>22} | {np.median(timings['both']) * 1e3:>13.1f} | "
+              f"{np.median(timings['crops']) * 1e3:>19.1f}")
 
 
 def main() -> None:

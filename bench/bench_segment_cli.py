@@ -37,7 +37,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numba  # noqa: E402
 
-from zoo import api, io  # noqa: E402
+from zoo import io  # noqa: E402
+from zoo import oneliners as api  # noqa: E402
 from zoo.cli.batch import Failure, Outputs, segment_local  # noqa: E402
 from zoo.data.synthetic import STYLES, generate  # noqa: E402
 

@@ -31,8 +31,16 @@ def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
 ) -> None:
     """cellzoo: cell segmentation with a zoo of style-routed specialist models."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    _log_to_stderr(logging.INFO if verbose else logging.WARNING)
+
+
+def _log_to_stderr(level: int) -> None:
+    """cellzoo's log lines (the ``zoo`` loggers) on stderr at ``level``: one handler, ours."""
+    logger = logging.getLogger("zoo")
+    for handler in [h for h in logger.handlers if getattr(h, "_zoo_cli", False)]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler._zoo_cli = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(level)

@@ -1,8 +1,8 @@
 """The machinery of ``zoo segment``: which images to do, what to write, and the local pipeline.
 
 How the local pipeline works: the main thread reads each image, routes it and runs the
-network (``Predictor.infer``); a pool of worker threads turns flows into masks
-(``Predictor.finish``, numba without the GIL) and writes the outputs, so the network of
+network (``Zoo.infer``); a pool of worker threads turns flows into masks
+(``Zoo.finish``, numba without the GIL) and writes the outputs, so the network of
 image i+1 overlaps the post-processing of image i. At most ``2 × workers`` images wait in
 the pool, so memory stays bounded however many images there are. Results come back in
 input order.
@@ -235,10 +235,7 @@ def segment_local(zoo, images: Iterable[Path], *, outputs: Outputs, model: str, 
         start = time.perf_counter()
         try:
             image = io.read_image(path)
-            route = zoo.route(image, params) if model == "auto" else None
-            name = route.model if route else model
-            predictor = zoo.predictor(name)
-            network = predictor.infer(image, params)
+            pending = zoo.infer(image, model=model, params=params)
         except IMAGE_ERRORS as error:
             return Failure(path, str(error))
         spent = time.perf_counter() - start
@@ -246,13 +243,13 @@ def segment_local(zoo, images: Iterable[Path], *, outputs: Outputs, model: str, 
         def finish() -> Outcome:
             start = time.perf_counter()
             try:
-                prediction = predictor.finish(network)
-                outputs.write(path.stem, prediction.labels, image)
+                result = zoo.finish(pending)
+                outputs.write(path.stem, result.prediction.labels, image)
             except IMAGE_ERRORS as error:
                 return Failure(path, str(error))
-            return Record.of(path, n_cells=prediction.n_cells, model=name,
-                             route=route.to_dict() if route else None,
-                             diameter=prediction.diameter,
+            return Record.of(path, n_cells=result.prediction.n_cells, model=result.model,
+                             route=result.route.to_dict() if result.route else None,
+                             diameter=result.prediction.diameter,
                              seconds=spent + time.perf_counter() - start)
 
         return finish

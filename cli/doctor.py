@@ -35,6 +35,10 @@ def doctor(
         report = {
             "cellzoo": zoo.__version__,
             "python": platform.python_version(),
+            "settings": {"backend": settings.backend, "device": settings.device,
+                         "precision": settings.precision, "home": str(settings.home),
+                         "manifest": str(settings.manifest) if settings.manifest else None,
+                         "offline": settings.offline},
             "torch": _torch(settings.device),
             "onnxruntime": _onnxruntime(),
             "numba": _numba(),
@@ -141,8 +145,11 @@ def _print(report: dict[str, Any]) -> None:
     state = (f"{cache['files']} files, {cache['bytes'] / 1e6:.1f} MB" if cache["exists"]
              else "not created yet")
     registry = report["registry"]
+    settings = report["settings"]
     rows = [
         ("cellzoo", f"{report['cellzoo']} (python {report['python']})"),
+        ("settings", f"backend {settings['backend']}, device {settings['device']}, "
+                     f"precision {settings['precision']}, offline {settings['offline']}"),
         ("torch", f"{torch['version']}; {cuda}; ZOO_DEVICE={torch['zoo_device']}, "
                   f"{torch['threads']} CPU threads"),
         ("onnxruntime", f"{ort['version']}; providers: {', '.join(ort['providers'])}"

@@ -7,13 +7,8 @@ from typing import Annotated
 
 import typer
 
-from zoo.cli.app import app
 from zoo.cli.common import errors_as_one_line, open_zoo
-
-import_app = typer.Typer(
-    name="import", no_args_is_help=True,
-    help="Import models trained elsewhere into your own zoo (under ZOO_HOME).")
-app.add_typer(import_app, name="import")
+from zoo.cli.transfer import import_app
 
 
 @import_app.command("cellpose")

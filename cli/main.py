@@ -11,6 +11,7 @@ import typer
 
 from zoo.cli import (  # noqa: F401
     bank,
+    bioimageio,
     build,
     doctor,
     evaluate,

@@ -44,7 +44,7 @@ def route(
     queries: list[tuple[str, np.ndarray]] = []
     for path in inputs.images:
         try:
-            style = zoo.style(io.read_image(path), params)
+            style = zoo.style_pass(io.read_image(path), params).style
         except (ZooError, OSError, ValueError) as error:
             message = str(error)
             typer.echo(f"error: {message if str(path) in message else f'{path}: {message}'}",

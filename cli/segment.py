@@ -96,8 +96,15 @@ def segment(
 def _zoo(model: str, backend: str | None, manifest: Path | None, *, check: bool):
     """The local zoo; with ``check``, fail now, in one line, on an unknown model or a zoo
     without a router, rather than once per image."""
+    from zoo import jit
+
     with errors_as_one_line():
         zoo = open_zoo(manifest=manifest, backend=backend)
+        if check and not jit.is_compiled(zoo.settings.home):
+            typer.echo("preparing cellzoo's post-processing for this machine "
+                       "(first run only: numba compiles it once)…", err=True)
+        if check:
+            jit.warm_up()  # compiles while the models load and the network runs
         if check and model == "auto":
             zoo.router  # noqa: B018
         elif check:

@@ -13,7 +13,8 @@ Two deployments of the same endpoints:
   networks loaded in-process; no batching across requests.
 
 Endpoints: ``/segment``, ``/route``, ``/models`` (all POST, multipart for images), plus
-BentoML's ``/livez``, ``/readyz`` (ready once every model is loaded) and ``/metrics``.
+BentoML's ``/livez``, ``/readyz`` (ready once every model is loaded) and ``/metrics``, and
+the web page ``GET /ui`` with the helpers it needs (``zoo.service.ui``).
 Every error has one JSON shape, ``{"error": {"status", "type", "message", "field"}}``,
 also for BentoML's own validation errors (``ErrorShape`` middleware rewrites them).
 """
@@ -31,9 +32,9 @@ import bentoml
 from pydantic import BeforeValidator
 from starlette.responses import JSONResponse, Response
 
+from zoo.io.outputs import OUTPUT_FORMATS
 from zoo.service.config import ServiceConfig
 from zoo.service.core import (
-    OUTPUTS,
     ApiCore,
     ApiError,
     NetworkCore,
@@ -44,6 +45,7 @@ from zoo.service.core import (
     encode,
     parse_request,
 )
+from zoo.service.ui import web_app
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +81,19 @@ JOBS_PER_BATCH = bentoml.metrics.Histogram(
 Text = Annotated[str, BeforeValidator(lambda value: value if isinstance(value, str) else str(value))]
 
 
-def _zoo(config: ServiceConfig):
-    from zoo.pipeline import Zoo
+def _settings_and_registry():
+    from zoo.registry import Registry
     from zoo.settings import Settings
 
-    return Zoo(settings=Settings.from_env(), max_loaded=config.max_loaded)
+    settings = Settings.from_env()
+    return settings, Registry.default(settings)
+
+
+def _network_core(registry, settings, config: ServiceConfig) -> NetworkCore:
+    from zoo.pipeline import Zoo
+
+    zoo = Zoo(registry, settings=settings, max_loaded=config.max_loaded)
+    return NetworkCore(zoo, config, on_batch=TILES_PER_PASS.observe)
 
 
 # BentoML's client to a dependency replaces its connection session every max_requests
@@ -96,7 +106,8 @@ class Network:
 
     def __init__(self) -> None:
         config = ServiceConfig.from_env()
-        self.core = NetworkCore(_zoo(config), config, on_batch=TILES_PER_PASS.observe)
+        settings, registry = _settings_and_registry()
+        self.core = _network_core(registry, settings, config)
 
     @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_JOBS, max_latency_ms=MAX_LATENCY_MS)
     def infer(self, jobs: list[TileJob]) -> list[TileResult]:
@@ -118,10 +129,10 @@ class _Endpoints:
 
     def _start(self) -> None:
         self.config = ServiceConfig.from_env()
-        zoo = _zoo(self.config)
-        self.core = ApiCore(zoo, self._network(zoo), self.config)
+        settings, registry = _settings_and_registry()
+        self.core = ApiCore(registry, settings, self._network(registry, settings), self.config)
 
-    def _network(self, zoo):
+    def _network(self, registry, settings):
         raise NotImplementedError
 
     @bentoml.api
@@ -150,22 +161,23 @@ class _Endpoints:
                                     flow_threshold=flow_threshold,
                                     cellprob_threshold=cellprob_threshold, min_size=min_size,
                                     output=output)
-            outcome = self.core.segment(self.core.read(Path(image).read_bytes()), request)
+            pixels = self.core.read(Path(image).read_bytes())
+            result = self.core.segment(pixels, request)
         except Exception as error:  # noqa: BLE001 (one error shape for every failure)
             return _error(error, self.config.retry_after_s)  # type: ignore[return-value]
-        REQUESTS_BY_MODEL.labels(endpoint="segment", model=outcome.model).inc()
+        REQUESTS_BY_MODEL.labels(endpoint="segment", model=result.model).inc()
         if request.output == "json":
-            return as_json(outcome)
-        data, content_type = encode(outcome, request.output)
-        suffix = OUTPUTS[request.output][1]
+            return as_json(result, pixels.shape)
+        data, content_type = encode(result, request.output)
+        suffix = OUTPUT_FORMATS[request.output][0]
         headers = {
-            "X-Cellzoo-Model": outcome.model,
-            "X-Cellzoo-Cells": str(outcome.prediction.n_cells),
-            "X-Cellzoo-Diameter": f"{outcome.prediction.diameter:.3f}",
+            "X-Cellzoo-Model": result.model,
+            "X-Cellzoo-Cells": str(result.prediction.n_cells),
+            "X-Cellzoo-Diameter": f"{result.prediction.diameter:.3f}",
             "Content-Disposition": f'attachment; filename="image{suffix}"',
         }
-        if outcome.route is not None:
-            headers["X-Cellzoo-Route"] = json.dumps(outcome.route.to_dict())
+        if result.route is not None:
+            headers["X-Cellzoo-Route"] = json.dumps(result.route.to_dict())
         return Response(data, media_type=content_type, headers=headers)  # type: ignore[return-value]
 
     @bentoml.api
@@ -194,7 +206,7 @@ class CellZoo(_Endpoints):
     def __init__(self) -> None:
         self._start()
 
-    def _network(self, zoo):
+    def _network(self, registry, settings):
         timeout = self.config.network_timeout_s
 
         def call(jobs: list[TileJob]) -> list[TileResult]:
@@ -235,8 +247,8 @@ class CellZooLocal(_Endpoints):
     def __init__(self) -> None:
         self._start()
 
-    def _network(self, zoo):
-        return NetworkCore(zoo, self.config, on_batch=TILES_PER_PASS.observe).run
+    def _network(self, registry, settings):
+        return _network_core(registry, settings, self.config).run
 
 
 class ErrorShape:
@@ -306,3 +318,5 @@ def _reshape(status: int, parsed: Any, raw: bytes) -> dict[str, Any]:
 
 for _service in (CellZoo, CellZooLocal):
     _service.add_asgi_middleware(ErrorShape)
+    # the web page (GET /ui) and its helpers: /preview, /export, /stylemap, /reference/*
+    _service.mount_asgi_app(web_app(lambda: bentoml.get_current_service().core), name="ui")

@@ -3,9 +3,9 @@
 - ``NetworkCore`` holds the loaded networks and runs batches of tile jobs. Jobs from
   many requests arrive together (BentoML's adaptive batcher forms the list); jobs are
   grouped by model and tile shape, so one forward pass serves many requests.
-- ``ApiCore`` validates and decodes a request, routes the image, runs the predictor
-  with a ``RemoteRunner`` (every forward pass becomes a tile job for the network
-  stage) and post-processes on the CPU. Its failures are ``ApiError`` values with an
+- ``ApiCore`` validates and decodes a request, then runs the zoo's one pipeline
+  (``Zoo.infer`` → ``Zoo.finish``) with a ``RemoteRunner`` per model, so every forward
+  pass becomes a tile job for the network stage and post-processing runs on the CPU. Its failures are ``ApiError`` values with an
   HTTP status, a type, a message and the offending field: one error shape for all.
 
 ``zoo.service.app`` wraps both in BentoML services; tests and the single-process mode use
@@ -20,9 +20,8 @@ import dataclasses
 import functools
 import logging
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import numpy as np
@@ -38,22 +37,17 @@ from zoo.errors import (
     UnsupportedFormatError,
     ZooError,
 )
+from zoo.io.outputs import OUTPUT_FORMATS, encode_segmentation
+from zoo.jit import warm_up
 from zoo.params import PredictParams
-from zoo.pipeline import AUTO, Zoo
-from zoo.predict import Prediction, Predictor
-from zoo.router import RouteResult, embed
+from zoo.pipeline import AUTO, Segmentation, Zoo
+from zoo.registry import Registry
+from zoo.router import RouteResult
 from zoo.service.config import ServiceConfig
+from zoo.settings import Settings
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = {  # output name → (content type, file suffix)
-    "json": ("application/json", ""),
-    "tiff": ("image/tiff", "_masks.tif"),
-    "png": ("image/png", "_masks.png"),
-    "coco": ("application/json", "_masks.json"),
-    "geojson": ("application/geo+json", "_masks.geojson"),
-    "roi": ("application/zip", "_rois.zip"),
-}
 
 
 # --------------------------------------------------------------------------- tile jobs
@@ -233,19 +227,7 @@ class SegmentRequest:
 
     model: str = AUTO
     params: PredictParams = field(default_factory=PredictParams)
-    flow: dict[str, float | int] = field(default_factory=dict)
     output: str = "json"
-
-
-@dataclass
-class Outcome:
-    """What ``ApiCore.segment`` returns: the prediction, the model and its route."""
-
-    prediction: Prediction
-    model: str
-    route: RouteResult | None
-    shape: tuple[int, ...]
-    timings: dict[str, float]
 
 
 def parse_request(*, model: str = AUTO, diameter: float | None = None, channels: str = "0",
@@ -262,7 +244,8 @@ def parse_request(*, model: str = AUTO, diameter: float | None = None, channels:
         ("cellprob_threshold", cellprob_threshold is None or bool(np.isfinite(cellprob_threshold)),
          f"cellprob_threshold must be a finite number, got {cellprob_threshold}"),
         ("min_size", min_size is None or min_size >= 0, f"min_size must be >= 0, got {min_size}"),
-        ("output", output in OUTPUTS, f"output must be one of {', '.join(OUTPUTS)}, got {output!r}"),
+        ("output", output in OUTPUT_FORMATS or output == "json",
+         f"output must be json or one of {', '.join(OUTPUT_FORMATS)}, got {output!r}"),
         ("model", bool(model.strip()), "model must be 'auto' or a registry name"),
     ]
     for name, ok, message in checks:
@@ -272,34 +255,39 @@ def parse_request(*, model: str = AUTO, diameter: float | None = None, channels:
         cyto, nucleus = parse_channels(channels)
     except ZooError as error:
         raise ApiError(400, "invalid_parameter", str(error), "channels") from error
-    flow = {k: v for k, v in (("flow_threshold", flow_threshold),
-                              ("cellprob_threshold", cellprob_threshold),
-                              ("min_size", min_size)) if v is not None}
     params = PredictParams(diameter=diameter, cyto_channel=cyto, nucleus_channel=nucleus,
+                           flow_threshold=flow_threshold, cellprob_threshold=cellprob_threshold,
+                           min_size=min_size,
                            batch_size=1024)  # one job per forward pass; the network splits it
-    return SegmentRequest(model=model.strip(), params=params, flow=flow, output=output)
+    return SegmentRequest(model=model.strip(), params=params, output=output)
 
 
 class ApiCore:
-    """Decode, route, segment and post-process; the network runs elsewhere.
+    """The API stage: decode and check a request, then run the zoo's pipeline, whose
+    forward passes become tile jobs for the network stage; post-processing runs here.
 
     Args:
-        zoo: the registry and style bank (networks are loaded for their metadata only).
+        registry: the models (loaded here for their metadata and size regressors).
+        settings: backend settings (the networks themselves run in the network stage).
         network: runs tile jobs (the network service's batchable API, or a ``NetworkCore``).
         config: limits and timeouts.
     """
 
-    def __init__(self, zoo: Zoo, network: Callable[[list[TileJob]], list[Any]],
-                 config: ServiceConfig) -> None:
-        self.zoo, self.config = zoo, config
-        self.registry = zoo.registry
-        self.predictors: dict[str, Predictor] = {}
-        for entry in self.registry.list():
-            runner = RemoteRunner(network, entry.ref)
-            self.predictors[entry.ref] = Predictor(self.registry.load_model(entry.ref),
-                                                   runner=runner)
-        self.router = zoo.router
-        self.style_model = self.registry.entry(zoo.router_model).ref
+    def __init__(self, registry: Registry, settings: Settings,
+                 network: Callable[[list[TileJob]], list[Any]], config: ServiceConfig) -> None:
+        self.config = config
+        self.registry = registry
+        entries = registry.list()
+        self.zoo = Zoo(registry, settings=settings, max_loaded=max(1, len(entries)),
+                       runners=lambda ref, _: RemoteRunner(network, ref))
+        for entry in entries:  # every model ready before the first request
+            self.zoo.predictor(entry.ref)
+        warm_up(wait=True)  # and the post-processing compiled (or loaded from the cache)
+
+    @property
+    def router(self):
+        """The zoo's style router (its bank and generalist)."""
+        return self.zoo.router
 
     # ---- pieces ----------------------------------------------------------------------------
 
@@ -315,11 +303,12 @@ class ApiCore:
             raise ApiError(400, "invalid_image", "image holds NaN or infinite pixels", "image")
         return image
 
-    def predictor(self, ref: str) -> Predictor:
-        try:
-            return self.predictors[self.registry.entry(ref).ref]
-        except ZooError as error:
-            raise as_api_error(error) from error
+    def _check_model(self, model: str) -> None:
+        if model != AUTO:
+            try:
+                self.registry.entry(model)
+            except ZooError as error:
+                raise as_api_error(error) from error
 
     def _check_channels(self, image: np.ndarray, params: PredictParams) -> None:
         channels = 1 if image.ndim == 2 else image.shape[2]
@@ -342,28 +331,16 @@ class ApiCore:
 
     def route(self, image: np.ndarray, params: PredictParams) -> RouteResult:
         self._check_channels(image, params)
-        style = self._guard(lambda: embed(self.predictors[self.style_model], image, params=params))
-        return self.router.route_style(style)
+        return self._guard(lambda: self.zoo.route(image, params))
 
-    def segment(self, image: np.ndarray, request: SegmentRequest) -> Outcome:
+    def segment(self, image: np.ndarray, request: SegmentRequest) -> Segmentation:
+        self._check_model(request.model)
         self._check_channels(image, request.params)
-        timings: dict[str, float] = {}
-        route, model = None, request.model
-        if model == AUTO:
-            start = time.perf_counter()
-            route = self.route(image, request.params)
-            timings["route"] = time.perf_counter() - start
-            model = route.model
-        predictor = self.predictor(model)
-        params = request.params
-        if request.flow:
-            params = replace(params, flow=replace(predictor.model.flow_params, **request.flow))
-        network_output = self._guard(lambda: predictor.infer(image, params))
-        prediction = self._guard(lambda: predictor.finish(network_output))
-        timings.update(prediction.timings)
-        timings["total"] = prediction.timings["total"] + timings.get("route", 0.0)
+        pending = self._guard(lambda: self.zoo.infer(image, model=request.model,
+                                                     params=request.params))
+        result = self._guard(lambda: self.zoo.finish(pending))
         release_free_memory()
-        return Outcome(prediction, self.registry.entry(model).name, route, image.shape, timings)
+        return result
 
     def models(self) -> list[dict[str, Any]]:
         """The registry listing: name, version, kind, cluster, diameter, metrics, aliases."""
@@ -375,35 +352,27 @@ class ApiCore:
                 "cluster": None if entry.cluster is None else
                 {"id": entry.cluster.id, "name": entry.cluster.name},
                 "diameter": entry.diameter, "metrics": dict(entry.metrics),
-                "router": entry.name == self.zoo.router_model,
+                "router": entry.name == self.router.generalist,
             })
         return listing
 
 
-def encode(outcome: Outcome, output: str, stem: str = "image") -> tuple[bytes, str]:
-    """The file bytes and content type of a non-JSON ``output``."""
-    import tempfile
-    from pathlib import Path
-
-    from zoo.io import write_segmentation
-
-    content_type, _ = OUTPUTS[output]
-    with tempfile.TemporaryDirectory(prefix="cellzoo-") as tmp:
-        path = write_segmentation(Path(tmp), stem, outcome.prediction.labels, output)
-        return path.read_bytes(), content_type
+def encode(result: Segmentation, output: str) -> tuple[bytes, str]:
+    """The file bytes and media type of a non-JSON ``output``."""
+    return encode_segmentation(result.prediction.labels, output)
 
 
-def as_json(outcome: Outcome) -> dict[str, Any]:
+def as_json(result: Segmentation, shape: tuple[int, ...]) -> dict[str, Any]:
     """The ``/segment`` JSON body."""
     from zoo.io import labels_to_coco_rle
 
-    prediction = outcome.prediction
+    prediction = result.prediction
     return {
         "n_cells": prediction.n_cells,
-        "model": outcome.model,
-        "route": outcome.route.to_dict() if outcome.route else None,
+        "model": result.model,
+        "route": result.route.to_dict() if result.route else None,
         "diameter": prediction.diameter,
-        "shape": list(outcome.shape),
-        "timings_ms": {k: round(v * 1e3, 2) for k, v in outcome.timings.items()},
+        "shape": list(shape),
+        "timings_ms": {k: round(v * 1e3, 2) for k, v in prediction.timings.items()},
         "masks": labels_to_coco_rle(prediction.labels),
     }

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-import torch
+import os
+from pathlib import Path
 
-from zoo.model import SegmentationModel
-from zoo.nets.cpnet import NetConfig
+# One numba cache for the whole run, its subprocesses and servers included (each test's own
+# ZOO_HOME would otherwise compile the kernels again); set before numba is imported.
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".numba_cache"))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from zoo.model import SegmentationModel  # noqa: E402
+from zoo.nets.cpnet import NetConfig  # noqa: E402
 
 SMALL = NetConfig(channels=(2, 8, 16, 32, 64))
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +37,8 @@ def served(target: str, home: Path, *, timeout: float = 180.0, env: dict | None 
     log = open(home / f"serve-{port}.log", "wb")  # noqa: SIM115 (closed below)
     argv = command or [sys.executable, "-m", "bentoml", "serve", target]
     process = subprocess.Popen([*argv, "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
-                               env=environment, stdout=log, stderr=subprocess.STDOUT)
+                               env=environment, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
@@ -55,4 +59,24 @@ def served(target: str, home: Path, *, timeout: float = 180.0, env: dict | None 
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+        stop_group(process.pid)
         log.close()
+
+
+def stop_group(group: int, timeout: float = 30.0) -> None:
+    """End what is left of process group ``group``: ``zoo serve`` runs ``bentoml serve`` as a
+    child, which outlives its parent's SIGTERM."""
+    left = []
+    for process in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(process.pid) == group and process.info["status"] != psutil.STATUS_ZOMBIE:
+                left.append(process)
+        except (OSError, psutil.Error):
+            continue
+    for process in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(signal.SIGTERM)
+    _, left = psutil.wait_procs(left, timeout=timeout)
+    for process in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()

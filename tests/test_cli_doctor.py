@@ -12,6 +12,7 @@ from hubserver import make_entry, write_zoo
 from typer.testing import CliRunner
 
 from zoo.cli.main import app
+from zoo.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,10 +46,13 @@ def test_text_report(manifest: Path, env: Path) -> None:
     result = run("--manifest", manifest)
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[1].startswith(f"torch        {torch.__version__}; ")
-    assert ("CUDA not available" in lines[1]) != torch.cuda.is_available()
-    assert lines[3] == f"numba        {numba.__version__}; {numba.get_num_threads()} threads"
-    assert lines[4] == f"cache        {env}: not created yet"
+    settings = Settings.from_env()
+    assert lines[1] == (f"settings     backend {settings.backend}, device {settings.device}, "
+                        f"precision {settings.precision}, offline {settings.offline}")
+    assert lines[2].startswith(f"torch        {torch.__version__}; ")
+    assert ("CUDA not available" in lines[2]) != torch.cuda.is_available()
+    assert lines[4] == f"numba        {numba.__version__}; {numba.get_num_threads()} threads"
+    assert lines[5] == f"cache        {env}: not created yet"
     assert f"registry     {manifest}: 3 model(s)" in lines
     assert any(line.split()[:2] == ["ok", "cpnet.one@1.0.0"] for line in lines)
     assert "hf://org/far@" + "a" * 40 + ", not downloaded yet; not installed" in result.stdout

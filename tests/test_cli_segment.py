@@ -79,7 +79,7 @@ def test_a_folder_is_searched_recursively_and_summarised(data: dict[str, Path], 
     for row in rows:
         labels = read_image(out / f"{Path(row['image']).stem}_masks.tif")
         assert int(row["n_cells"]) == labels.max() > 0
-        assert re.fullmatch(r"\d+:\w+", row["cluster"]) and row["ood"] in ("true", "false")
+        assert re.fullmatch(r"\d+:[\w-]+", row["cluster"]) and row["ood"] in ("true", "false")
         assert float(row["diameter"]) > 0 and float(row["seconds"]) > 0
     models = [row["model"] for row in rows]
     assert tally(result.stdout) == {m: models.count(m) for m in set(models)}

@@ -1,4 +1,5 @@
-"""README "Bring your own models": every command and the Python example run as written, and
+"""README "Bring your own models", its Cellpose part: every command and the Python example run
+as written, and
 the side-by-side table is the one bench/results/cellpose_import.json gives."""
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ TABLE_RE = re.compile(r"<!-- cellpose-import-table:start -->\n(.*?)<!-- cellpose
 
 def _section() -> str:
     text = README.read_text(encoding="utf-8")
-    start = text.index("## Bring your own models")
-    return text[start:text.index("\n## ", start + 3)]
+    start = text.index("### Cellpose checkpoints and routing banks")
+    return text[start:text.index("\n##", start + 4)]
 
 
 def _blocks(section: str, language: str) -> list[str]:

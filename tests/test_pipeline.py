@@ -15,6 +15,7 @@ from zoo.build import GENERALIST, NUCLEI, SYNTHETIC_PARAMS, BuildConfig, BuildRe
 from zoo.cli.main import app
 from zoo.cluster import ClusterParams, build_style_bank
 from zoo.data.synthetic import generate, generate_dataset
+from zoo.embedding import embed_many
 from zoo.errors import UnknownModelError
 from zoo.io import read_image
 from zoo.manifest import load_manifest
@@ -23,7 +24,6 @@ from zoo.pipeline import Zoo
 from zoo.predict import Predictor
 from zoo.registry import Registry
 from zoo.release import write_release
-from zoo.router import embed_many
 from zoo.settings import Settings
 from zoo.train import TrainConfig
 
@@ -36,7 +36,7 @@ def zoo_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("zoo")
     samples = generate_dataset(STYLES, 6, seed=0, shape=(64, 64))
     generalist = SegmentationModel.create(SMALL, diam_mean=20.0, seed=0)
-    styles = embed_many(Predictor(generalist), (s.image for s in samples), params=SYNTHETIC_PARAMS)
+    styles, _ = embed_many(Predictor(generalist), (s.image for s in samples), SYNTHETIC_PARAMS)
     bank = build_style_bank(styles, [s.style for s in samples], ClusterParams(n_neighbors=4))
     models = {GENERALIST: generalist, NUCLEI: copy.deepcopy(generalist)}
     specialists = {c: f"cpnet.{name}" for c, name in enumerate(bank.names)}

@@ -1,15 +1,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from zoo.cluster import ClusterParams, StyleBank, build_style_bank
 from zoo.errors import InvalidParamsError
-from zoo.params import PredictParams
-from zoo.predict import Predictor
-from zoo.router import Router, RouteResult, embed, embed_many
+from zoo.router import Router, RouteResult
 
 N_BLOBS, DIM, GENERALIST = 6, 32, "cpnet.generalist"
 
@@ -136,32 +135,16 @@ def test_router_rejects_bad_styles():
         Router(hand_bank(), generalist="")
 
 
-@pytest.fixture(scope="module")
-def images() -> list[np.ndarray]:
-    rng = np.random.default_rng(2)
-    shapes = [(96, 128), (48, 64), (300, 400), (128, 96), (96, 128), (70, 200)]
-    return [rng.gamma(2.0, 50.0, size=shape).astype(np.float32) for shape in shapes]
 
 
-def test_embed_gives_unit_vectors_and_is_deterministic(small_model, images):
-    predictor = Predictor(small_model)
-    style = embed(predictor, images[0], view=64)
-    assert style.shape == (small_model.config.style_dim,) and style.dtype == np.float32
-    assert abs(np.linalg.norm(style) - 1) < 1e-5
-    np.testing.assert_array_equal(style, embed(predictor, images[0].copy(), view=64))
-    # the view, not the pixel count, sets the input: an image and its 2x upsampling agree
-    double = np.kron(images[1], np.ones((2, 2), np.float32))
-    similarity = float(embed(predictor, images[1], view=64) @ embed(predictor, double, view=64))
-    assert similarity > 0.99
-
-
-def test_embed_many_equals_embed(small_model, images):
-    predictor = Predictor(small_model)
-    params = PredictParams(percentiles=(2.0, 98.0))
-    single = np.stack([embed(predictor, image, view=64, params=params) for image in images])
-    batched = embed_many(predictor, iter(images), view=64, batch_size=2, params=params)
-    assert batched.shape == single.shape and batched.dtype == np.float32
-    np.testing.assert_allclose(batched, single, atol=1e-5)
-    assert embed_many(predictor, [], view=64).shape == (0, small_model.config.style_dim)
-    with pytest.raises(InvalidParamsError, match="view must be >= 16"):
-        embed(predictor, images[0], view=8)
+def test_neighbours_are_the_nearest_references_and_the_map_place_is_between_them():
+    layout = np.array([[0, 0], [1, 0], [2, 0], [3, 0], [10, 10], [11, 10], [12, 10]], np.float32)
+    bank = replace(hand_bank(), map_xy=layout, refs=[f"r{i}" for i in range(7)], k=2)
+    result = Router(bank, generalist=GENERALIST).route_style(at(0.049))
+    assert [n.ref for n in result.neighbours] == ["r2", "r3"]  # angles 0.04 and 0.06, nearest first
+    assert result.neighbours[0].distance < result.neighbours[1].distance
+    assert result.neighbours[0].distance == pytest.approx(result.distance)
+    assert 2 < result.map["x"] < 2.5 and result.map["y"] == pytest.approx(0)  # nearer r2 than r3
+    assert json.loads(json.dumps(result.to_dict()))["neighbours"][0]["ref"] == "r2"
+    fallback = Router(hand_bank(), generalist=GENERALIST).route_style(at(0.05)).map  # PCA layout
+    assert np.isfinite([fallback["x"], fallback["y"]]).all()

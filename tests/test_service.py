@@ -161,6 +161,12 @@ def test_routing_picks_each_styles_specialist(url, library):
         route = _post(url, "route", _tiff(image), channels="0,1").json()
         expected = library.route(image, params).to_dict()
         assert route["distance"] == pytest.approx(expected.pop("distance"), abs=1e-4)
+        neighbours = expected.pop("neighbours")
+        assert [n["ref"] for n in route["neighbours"]] == [n["ref"] for n in neighbours]
+        assert [n["distance"] for n in route["neighbours"]] == pytest.approx(
+            [n["distance"] for n in neighbours], abs=1e-4)
+        place = expected.pop("map")
+        assert route["map"] == pytest.approx(place, abs=1e-3)
         assert {k: route[k] for k in expected} == expected
         assert route["model"] in own[style], (style, route)
 
@@ -417,7 +423,7 @@ def test_bentoml_build_packages_the_service_and_zoo(tmp_path):
     wheels = list(bentos[0].glob("env/python/wheels/cellzoo-*.whl"))
     assert wheels, "the bento does not carry the cellzoo wheel"
     names = set(zipfile.ZipFile(wheels[0]).namelist())
-    assert {"zoo/service/app.py", "zoo/service/core.py", "zoo/shipped/models.yaml",
-            "zoo/shipped/weights/cpnet.generalist.safetensors"} <= names
+    assert {"zoo/service/app.py", "zoo/service/core.py", "zoo/service/ui.html",
+            "zoo/shipped/models.yaml", "zoo/shipped/weights/cpnet.generalist.safetensors"} <= names
     spec = (bentos[0] / "bento.yaml").read_text()
     assert "cellzoo_network" in spec and "zoo.service.app:CellZoo" in spec

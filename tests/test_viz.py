@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from zoo.errors import InvalidImageError
 from zoo.io import outlines, read_image, write_png
-from zoo.viz import composite, label_colours, overlay
+from zoo.viz import composite, composite_legend, label_colours, overlay
 
 RNG = np.random.default_rng(0)
 
@@ -62,3 +62,35 @@ def test_three_or_more_channels_show_the_first_three_as_rgb(labels: np.ndarray) 
         assert (np.delete(rgb[labels == k], channel, axis=1) == 0).all()
     with pytest.raises(InvalidImageError, match="NaN"):
         composite(np.full((4, 4), np.nan))
+
+
+def test_sample_panel_keeps_rgb_colours_and_outlines_cells() -> None:
+    from zoo.viz import sample_panel
+
+    image = np.zeros((16, 16, 3), dtype=np.uint8)
+    image[..., 0], image[..., 2] = 200, 100
+    labels = np.zeros((16, 16), dtype=np.int32)
+    labels[4:10, 4:10] = 1
+    panel = sample_panel(image, (0, None), labels, np.zeros_like(labels))
+    assert panel.shape == (16, 16, 3) and panel.dtype == np.float32
+    np.testing.assert_allclose(panel[0, 0], (200 / 255, 0.0, 100 / 255), atol=1e-6)
+    np.testing.assert_allclose(panel[4, 4], (1.0, 0.9, 0.0))  # outline in yellow
+    grey = sample_panel(image[..., :2], (0, None), labels, outlines=False)
+    assert np.allclose(grey[..., 0], grey[..., 1])  # one channel shown grey
+
+
+COLOUR_NAMES = {"grey": (1, 1, 1), "red": (1, 0, 0), "green": (0, 1, 0), "blue": (0, 0, 1),
+                "magenta": (1, 0, 1)}
+
+
+@pytest.mark.parametrize("n_channels", [1, 2, 3, 5])
+def test_composite_legend_names_the_colour_each_channel_gets(n_channels: int) -> None:
+    legend = composite_legend(n_channels)
+    assert len(legend) == min(n_channels, 3)
+    for channel, name in enumerate(legend):
+        image = np.zeros((4, 4, n_channels), np.float32)
+        image[:2, :, channel] = 1.0  # this channel alone is bright in the top half
+        rgb = composite(image[..., 0] if n_channels == 1 else image, lower=0, upper=100)
+        np.testing.assert_allclose(rgb[0, 0], COLOUR_NAMES[name])
+    with pytest.raises(InvalidImageError, match="0"):
+        composite_legend(0)

@@ -3,7 +3,7 @@
 Importing ``zoo`` is cheap and has no side effects: submodules (and torch) load on first
 use of a name below.
 
-One-liners (``zoo.api``): ``zoo.segment("cells.tif", channels="0,1")`` returns a
+One-liners (``zoo.oneliners``): ``zoo.segment("cells.tif", channels="0,1")`` returns a
 ``Segmentation`` and ``zoo.route("cells.tif")`` a ``RouteResult``, using a shared ``Zoo``.
 """
 
@@ -15,18 +15,19 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "FlowParams": "zoo.flows",
+    "FlowParams": "zoo.params",
     "masks_to_flows": "zoo.flows",
     "flows_to_masks": "zoo.flows",
     "average_precision": "zoo.metrics",
     "score": "zoo.metrics",
     "read_image": "zoo.io",
     "SegmentationModel": "zoo.model",
-    "PredictParams": "zoo.predict",
+    "PredictParams": "zoo.params",
     "Prediction": "zoo.predict",
     "Predictor": "zoo.predict",
     "Settings": "zoo.settings",
-    "embed": "zoo.router",
+    "style_pass": "zoo.embedding",
+    "EmbedParams": "zoo.params",
     "Router": "zoo.router",
     "RouteResult": "zoo.router",
     "StyleBank": "zoo.cluster",
@@ -34,8 +35,8 @@ _EXPORTS = {
     "build_style_bank": "zoo.cluster",
     "Registry": "zoo.registry",
     "Zoo": "zoo.pipeline",
-    "segment": "zoo.api",
-    "route": "zoo.api",
+    "segment": "zoo.oneliners",
+    "route": "zoo.oneliners",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -3,7 +3,7 @@
 Two sources:
 
 - ``build_bank``: a few reference images per model, all embedded by one embedding model
-  (``zoo.router.embed_many``, the embedding that routing uses), one cluster per model:
+  (``zoo.embedding.embed_many``, the style pass that routing uses), one cluster per model:
   cluster ``i`` is named after model ``i`` and routes to it. ``zoo bank build`` is its CLI.
 - ``import_style_choice``: Cellpose 2.x's ``style_choice.npy`` (``train_styles``,
   ``leiden_labels``, ``label_models``), read without executing pickled code.
@@ -27,7 +27,8 @@ from zoo.cluster import StyleBank, centroids_of, nearest_other_distances, normal
 from zoo.errors import InvalidParamsError, ZooError
 from zoo.importers.npy import load_npy_dict
 from zoo.manifest import check_name
-from zoo.params import PredictParams
+from zoo.params import EmbedParams, PredictParams
+from zoo.stylemap import pca_layout
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +78,6 @@ def thumbnail(image: np.ndarray, size: int = THUMBNAIL) -> np.ndarray:
     return np.clip(np.round(small * 255), 0, 255).astype(np.uint8)
 
 
-def layout_2d(vectors: np.ndarray) -> np.ndarray:
-    """``(N, 2)`` float32: the first two principal components of the styles (a style map
-    that new banks can be drawn on without re-fitting)."""
-    centred = np.asarray(vectors, np.float64) - np.mean(vectors, axis=0)
-    _, _, axes = np.linalg.svd(centred, full_matrices=False)
-    xy = centred @ axes[:2].T
-    if xy.shape[1] < 2:
-        xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
-    return xy.astype(np.float32)
-
-
 def ood_threshold(vectors: np.ndarray) -> float:
     """The 99th percentile of the leave-one-out nearest-neighbour distances."""
     return float(np.percentile(nearest_other_distances(vectors), OOD_PERCENTILE))
@@ -104,7 +94,7 @@ def build_bank(
 
     Args:
         embed_images: images → ``(N, style_dim)`` styles, one call for all references
-            (``embedder(predictor, params)`` wraps ``zoo.router.embed_many``).
+            (``embedder(predictor, params)`` wraps ``zoo.embedding.embed_many``).
         refs: model name → its reference image files (at least one each, two models or
             more, at least two images in all).
         embedding: what ``embed_images`` is (saved as the bank's ``embedding``; at least
@@ -113,7 +103,8 @@ def build_bank(
 
     Returns:
         A bank whose cluster ``i`` is named after model ``i`` (in ``refs`` order) and routes to
-        it; ``refs`` are ``<model>/<file name>``; thumbnails, a 2-D layout and the OOD
+        it; ``refs`` are ``<model>/<file name>``; thumbnails, a 2-D layout
+        (``zoo.stylemap.pca_layout``) and the OOD
         threshold are filled in; ``k`` is 5, or fewer when a model has fewer references.
     """
     from zoo.io import read_image
@@ -137,7 +128,7 @@ def build_bank(
         k=int(min(MAX_K, counts.min())),
         refs=[f"{ref.model}/{ref.path.name}" for ref in references],
         thumbnails=np.stack([thumbnail(image) for image in images]),
-        map_xy=layout_2d(styles),
+        map_xy=pca_layout(styles),
         embedding=dict(embedding),
     )
 
@@ -154,22 +145,46 @@ def _references(refs: Mapping[str, Sequence[str | Path]]) -> list[Reference]:
     return references
 
 
-def embedder(predictor, params: PredictParams | None = None, *, view: int = 256):
-    """``(embed_images, embedding)`` for ``build_bank``: the router's embedding by ``predictor``.
+def embedder(predictor, params: PredictParams | None = None,
+             embed: EmbedParams | None = None):
+    """``(embed_images, settings)`` for ``build_bank``: the router's style pass
+    (``zoo.embedding.embed_many``) by ``predictor``, and the ``EmbedParams`` it used.
 
-    This is the one place a bank's styles are computed; routing computes a query's style
-    with the same ``zoo.router`` embedding.
+    This is the one place a bank's styles are computed; routing embeds a query with the
+    same function and the settings the bank records (``embedding``: model + ``EmbedParams``).
     """
-    from zoo.router import embed_many
+    from zoo.embedding import embed_many
 
-    params = params or PredictParams()
+    params, embed = params or PredictParams(), embed or EmbedParams()
 
     def embed_images(images: list[np.ndarray]) -> np.ndarray:
-        return embed_many(predictor, images, view=view, params=params)
+        styles, _ = embed_many(predictor, images, params, embed)
+        return styles
 
-    settings = {"view": view, "percentiles": list(params.percentiles),
-                "channels": [params.cyto_channel, params.nucleus_channel]}
-    return embed_images, settings
+    return embed_images, embed.to_dict()
+
+
+def route_image(zoo, bank: StyleBank, image: np.ndarray,
+                params: PredictParams | None = None):
+    """Route ``image`` with ``bank``: the style pass of the bank's embedding model, with the
+    ``EmbedParams`` the bank records, then its k-NN vote (out of distribution: the embedding
+    model). ``zoo`` is a ``zoo.pipeline.Zoo`` whose registry holds the bank's models.
+
+    Returns:
+        The ``zoo.router.RouteResult`` (its ``model`` is one of the bank's models).
+    """
+    from zoo.embedding import style_pass
+    from zoo.router import Router
+
+    model = bank.embedding.get("model")
+    if not model:
+        raise ZooError("the bank does not name its embedding model (embedding.model)")
+    embed = EmbedParams(**{k: v for k, v in bank.embedding.items()
+                           if k in ("tile", "n_tiles")})
+    params = params or PredictParams()
+    predictor = zoo.predictor(model)
+    style = style_pass(predictor, predictor.prepare(image, params), params, embed).style
+    return Router(bank, generalist=model).route_style(style)
 
 
 # ---- Cellpose 2.x style_choice.npy ----------------------------------------------------------
@@ -225,7 +240,7 @@ def import_style_choice(
         specialists=dict(enumerate(targets)),
         ood_threshold=ood_threshold(vectors),
         k=int(min(MAX_K, len(vectors))),
-        map_xy=layout_2d(vectors),
+        map_xy=pca_layout(vectors),
         embedding={"model": embed_model, "source": "cellpose style_choice.npy",
                    "cellpose_models": [models[c] for c in used]},
     )

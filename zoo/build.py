@@ -13,18 +13,27 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from zoo.cluster import ClusterParams, StyleBank, build_style_bank
+from zoo.cluster import (
+    ClusterParams,
+    StyleBank,
+    build_style_bank,
+    centroids_of,
+    nearest_other_distances,
+    normalize_styles,
+)
 from zoo.data.synthetic import STYLES, Sample, generate_dataset
+from zoo.embedding import embed_many
+from zoo.errors import ZooError
 from zoo.metrics import aggregate, match_counts
 from zoo.model import SegmentationModel
 from zoo.nets.cpnet import NetConfig
-from zoo.params import PredictParams
+from zoo.params import EmbedParams, PredictParams
 from zoo.predict import Predictor
-from zoo.router import Router, embed_many
+from zoo.router import Router
 from zoo.settings import Settings
 from zoo.train import TrainConfig, fit_size_model, train
 
@@ -35,6 +44,12 @@ NUCLEI = "cpnet.nuclei"
 EVAL_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 #: Synthetic images carry a (possibly all-zero) nuclear channel at index 1.
 SYNTHETIC_PARAMS = PredictParams(cyto_channel=0, nucleus_channel=1)
+
+
+def sample_params(sample: Sample) -> PredictParams:
+    """The prediction parameters of a synthetic sample: its own channels."""
+    cyto, nucleus = sample.channels
+    return PredictParams(cyto_channel=cyto, nucleus_channel=nucleus)
 
 
 def _generalist_schedule() -> TrainConfig:
@@ -68,7 +83,7 @@ class BuildConfig:
         generalist: generalist training schedule (from scratch).
         specialist: specialist and nuclei schedule (fine-tuned from the generalist).
         cluster: Leiden clustering of the bank's styles.
-        view: side of the downsampled view used for style vectors.
+        embed: how the style pass embeds images (recorded in the bank).
     """
 
     seed: int = 0
@@ -81,7 +96,7 @@ class BuildConfig:
     generalist: TrainConfig = field(default_factory=_generalist_schedule)
     specialist: TrainConfig = field(default_factory=_specialist_schedule)
     cluster: ClusterParams = field(default_factory=_zoo_clustering)
-    view: int = 256
+    embed: EmbedParams = field(default_factory=EmbedParams)
 
 
 @dataclass
@@ -146,9 +161,11 @@ def build_zoo(config: BuildConfig | None = None, *, progress: StepFn | None = No
     losses = {GENERALIST: _train(generalist, train_set, config.generalist, GENERALIST, progress)}
     clock.lap("train generalist")
 
-    styles = embed_many(Predictor(generalist, Settings(device="cpu")),
-                        (s.image for s in train_set), view=config.view, params=SYNTHETIC_PARAMS)
+    styles, _ = embed_many(Predictor(generalist, Settings(device="cpu")),
+                           (s.image for s in train_set), [sample_params(s) for s in train_set],
+                           config.embed)
     bank = build_style_bank(styles, [s.style for s in train_set], config.cluster)
+    bank = with_references(bank, train_set, config)
     clock.lap("styles and clustering")
 
     models = {GENERALIST: generalist}
@@ -156,6 +173,9 @@ def build_zoo(config: BuildConfig | None = None, *, progress: StepFn | None = No
     specialists, train_styles = {}, {GENERALIST: list(STYLES)}
     for cluster, cluster_name in enumerate(bank.names):
         members = [s for s, label in zip(train_set, bank.labels) if label == cluster]
+        if not any(_trainable(s, config.specialist) for s in members):
+            log.info("cluster %s has no trainable image: the generalist serves it", cluster_name)
+            continue
         name = _named(f"cpnet.{cluster_name}", taken)
         specialist = _fine_tune(generalist, members, config.specialist, name, progress, losses)
         models[name], specialists[cluster] = specialist, name
@@ -174,6 +194,52 @@ def build_zoo(config: BuildConfig | None = None, *, progress: StepFn | None = No
     evaluate_routing(report, test_set, config)
     clock.lap("evaluate")
     return report
+
+
+def with_references(bank: StyleBank, samples: Sequence[Sample], config: BuildConfig) -> StyleBank:
+    """``bank`` with what people see of its references: ids (``<style>-<index>``), 48-pixel
+    false-colour thumbnails, a 2-D style map (t-SNE, fixed seed) and the embedding record."""
+    from zoo.viz import composite, embed_2d
+
+    counts: dict[str, int] = {}
+    refs = []
+    for sample in samples:
+        refs.append(f"{sample.style}-{counts.get(sample.style, 0):03d}")
+        counts[sample.style] = counts.get(sample.style, 0) + 1
+    thumbs = np.stack([_thumbnail(composite(s.image)) for s in samples])
+    layout = embed_2d(bank.vectors, np.zeros((0, bank.style_dim)), seed=config.seed)
+    return replace(bank, refs=refs, thumbnails=thumbs, map_xy=layout.astype(np.float32),
+                   embedding={"model": GENERALIST, **config.embed.to_dict()})
+
+
+def reembed_bank(bank: StyleBank, generalist: SegmentationModel, config: BuildConfig) -> StyleBank:
+    """The bank's references embedded again with ``config.embed`` (their clusters, names
+    and specialists kept): regenerates the training images of ``config``'s seed, so the
+    bank of a built zoo follows a change of the embedding without retraining."""
+    samples = generate_dataset(STYLES, config.n_train, seed=config.seed, shape=config.shape)
+    if [s.style for s in samples] != list(bank.sources):
+        raise ZooError("the bank's references are not this build's training images")
+    styles, _ = embed_many(Predictor(generalist, Settings(device="cpu")),
+                           (s.image for s in samples), [sample_params(s) for s in samples],
+                           config.embed)
+    vectors = normalize_styles(styles)
+    rebuilt = replace(
+        bank, vectors=vectors, centroids=centroids_of(vectors, bank.labels, bank.n_clusters),
+        ood_threshold=float(np.percentile(nearest_other_distances(vectors), 99)))
+    return with_references(rebuilt, samples, config)
+
+
+def _thumbnail(rgb: np.ndarray, size: int = 48) -> np.ndarray:
+    """``(Y, X, 3)`` float RGB in [0, 1] → ``(size, size, 3)`` uint8 (area-averaged)."""
+    from PIL import Image
+
+    picture = Image.fromarray(np.round(rgb * 255).astype(np.uint8))
+    return np.asarray(picture.resize((size, size), Image.Resampling.BOX))
+
+
+def _trainable(sample: Sample, schedule: TrainConfig) -> bool:
+    """Whether training keeps ``sample`` (it has at least ``min_rois`` cells)."""
+    return len(np.unique(sample.labels)) - 1 >= schedule.min_rois
 
 
 def _train(
@@ -225,23 +291,28 @@ def evaluate_routing(report: BuildReport, test_set: Sequence[Sample], config: Bu
     router = Router(report.bank, generalist=GENERALIST)
     oracle = _oracle_specialists(report)
     own = _specialists_by_style(report)
-    styles = embed_many(predictors[GENERALIST], (s.image for s in test_set),
-                        view=config.view, params=SYNTHETIC_PARAMS)
+    styles, diameters = embed_many(predictors[GENERALIST], (s.image for s in test_set),
+                                   [sample_params(s) for s in test_set], config.embed)
     routes = router.route_styles(styles)
     counts: dict[tuple[str, str], list] = {}
     correct: dict[str, list[bool]] = {}
-    for sample, route in zip(test_set, routes):
+    for sample, route, diameter in zip(test_set, routes, diameters):
         chosen = {"generalist": GENERALIST, "routed": route.model, "oracle": oracle[sample.style]}
         if sample.style == "nuclei" and NUCLEI in predictors:
             chosen["nuclei model"] = NUCLEI
         correct.setdefault(sample.style, []).append(
             not route.ood and route.model in own.get(sample.style, set()))
-        cache: dict[str, np.ndarray] = {}
+        cache: dict[tuple[str, bool], np.ndarray] = {}
         for method, name in chosen.items():
-            if name not in cache:
-                cache[name] = predictors[name].predict(sample.image, SYNTHETIC_PARAMS).labels
+            # a routed image is segmented at the style pass's diameter (as Zoo.infer does);
+            # a named model estimates its own
+            routed = method == "routed"
+            if (name, routed) not in cache:
+                params = sample_params(sample)
+                params = replace(params, diameter=diameter) if routed else params
+                cache[name, routed] = predictors[name].predict(sample.image, params).labels
             counts.setdefault((sample.style, method), []).append(
-                match_counts(sample.labels, cache[name], EVAL_THRESHOLDS))
+                match_counts(sample.labels, cache[name, method == "routed"], EVAL_THRESHOLDS))
     report.scores = [StyleScores(style, method, aggregate(c).average_precision)
                      for (style, method), c in counts.items()]
     report.routing_per_style = {style: float(np.mean(v)) for style, v in correct.items()}

@@ -81,3 +81,8 @@ class HubError(ZooError):
 
 class PushRefusedError(HubError):
     """A push would overwrite a published version or another model's files without ``force``."""
+
+
+class PackageError(ZooError, ValueError):
+    """A model package (a bioimage.io zip) is unreadable, unsafe, unsupported, or fails its
+    sha256 pins or its own test tensors."""

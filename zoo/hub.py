@@ -183,33 +183,105 @@ def _read_index(api, repo_id: str, revision: str, *, missing_ok: bool = True) ->
     return loads_manifest(text, source=f"hf://{repo_id}@{revision}/{INDEX_FILE}")
 
 
-def card_text(entry: ModelEntry, *, base_model: str | None = None) -> str:
-    """The Hub model card of ``entry``: YAML metadata plus the Markdown of ``model_card``.
+#: License ids the Hub lists (https://huggingface.co/docs/hub/repositories-licenses), lowercase.
+HUB_LICENSES = frozenset({
+    "apache-2.0", "mit", "openrail", "bigscience-openrail-m", "creativeml-openrail-m",
+    "bigscience-bloom-rail-1.0", "bigcode-openrail-m", "afl-3.0", "artistic-2.0", "bsl-1.0",
+    "bsd", "bsd-2-clause", "bsd-3-clause", "bsd-3-clause-clear", "c-uda", "cc", "cc0-1.0",
+    "cc-by-2.0", "cc-by-2.5", "cc-by-3.0", "cc-by-4.0", "cc-by-sa-3.0", "cc-by-sa-4.0",
+    "cc-by-nc-2.0", "cc-by-nc-3.0", "cc-by-nc-4.0", "cc-by-nd-4.0", "cc-by-nc-nd-3.0",
+    "cc-by-nc-nd-4.0", "cc-by-nc-sa-2.0", "cc-by-nc-sa-3.0", "cc-by-nc-sa-4.0",
+    "cdla-sharing-1.0", "cdla-permissive-1.0", "cdla-permissive-2.0", "wtfpl", "ecl-2.0",
+    "epl-1.0", "epl-2.0", "etalab-2.0", "eupl-1.1", "eupl-1.2", "agpl-3.0", "gfdl",
+    "gpl", "gpl-2.0", "gpl-3.0", "lgpl", "lgpl-2.1", "lgpl-3.0", "isc", "h-research",
+    "intel-research", "lppl-1.3c", "ms-pl", "apple-ascl", "apple-amlr", "mpl-2.0", "odc-by",
+    "odbl", "openmdw-1.0", "openrail++", "osl-3.0", "postgresql", "ofl-1.1", "ncsa",
+    "unlicense", "zlib", "pddl", "lgpl-lr", "deepfloyd-if-license", "fair-noncommercial-research-license",
+    "llama2", "llama3", "llama3.1", "llama3.2", "llama3.3", "llama4", "gemma", "unknown", "other",
+})
+#: A Hub repo id (``name`` or ``org/name``): the form ``datasets`` and ``base_model`` take.
+HUB_ID_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]*/)?[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_AP_RE = re.compile(r"^ap@(0?\.\d+|1(?:\.0*)?)$")
+CARD_TAGS = ("cellzoo", "cellpose", "cell-segmentation", "instance-segmentation",
+             "image-segmentation", "microscopy", "biology")
 
-    ``base_model`` is the Hub repo of the parent model, when it is published.
+
+def card_metadata(entry: ModelEntry, *, base_model: str | None = None) -> dict:
+    """The model card's YAML metadata, following the Hub's conventions for a pushed model.
+
+    - ``library_name: cellzoo`` and ``pipeline_tag: image-segmentation``;
+    - ``tags``: cellzoo's, the model's kind, architecture and cluster;
+    - ``license``: the Hub's lowercase id, or ``other`` with ``license_name``;
+    - ``base_model`` (the published parent's repo) and ``base_model_relation: finetune``;
+    - ``datasets``: the training datasets that are Hub dataset ids (others, such as
+      cellzoo's ``synthetic:STYLE``, stay in the card's text and ``cellzoo.training_data``);
+    - ``metrics`` and ``model-index``: each metric as an evaluation result
+      (task ``image-segmentation``; ``ap@T`` is average precision at IoU threshold T);
+    - ``cellzoo``: the zoo's own fields (name, version, kind, diameter, cluster, parent, ...).
+
+    Returns:
+        A dict ready for ``huggingface_hub.ModelCardData(**dict)``.
     """
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import EvalResult
 
+    license_id = entry.license.lower() if entry.license else None
+    licensing = ({"license": license_id} if license_id in HUB_LICENSES or license_id is None
+                 else {"license": "other", "license_name": license_id})
+    data = entry.training_data
+    datasets = [d for d in (data.datasets if data else []) if HUB_ID_RE.match(d)]
+    dataset_type = datasets[0] if datasets else "cellzoo-synthetic"
+    dataset_name = "held-out test images like the training data"
+    results = []
+    for key, value in entry.metrics.items():
+        match = _AP_RE.match(key)
+        results.append(EvalResult(
+            task_type="image-segmentation", task_name="Instance segmentation",
+            dataset_type=dataset_type, dataset_name=dataset_name, dataset_split="test",
+            metric_type="average_precision" if match else key,
+            metric_name=f"AP@{float(match.group(1)):g}" if match else key,
+            metric_args={"iou_threshold": float(match.group(1))} if match else None,
+            metric_value=float(value),
+        ))
+    tags = [*CARD_TAGS, entry.kind, entry.architecture]
+    if entry.cluster:
+        tags.append(f"style-{entry.cluster.name}")
     cellzoo = {
         "name": entry.name,
         "version": entry.version,
         "kind": entry.kind,
         "architecture": entry.architecture,
         "diameter": entry.diameter,
+        "channels": entry.channels,
         "cluster": entry.cluster.model_dump(exclude={"centroid"}) if entry.cluster else None,
         "parent": entry.parent,
         "metrics": dict(entry.metrics) or None,
-        "training_data": entry.training_data.model_dump() if entry.training_data else None,
+        "training_data": data.model_dump() if data else None,
     }
-    data = ModelCardData(
-        library_name="cellzoo",
-        license=entry.license.lower() if entry.license else None,  # Hub license ids are lowercase
-        tags=["cellzoo", "cell-segmentation", "image-segmentation", entry.kind, entry.architecture],
-        pipeline_tag="image-segmentation",
-        base_model=base_model,
-        datasets=entry.training_data.datasets or None if entry.training_data else None,
-        cellzoo={k: v for k, v in cellzoo.items() if v is not None},
-    )
+    metadata = {
+        "library_name": "cellzoo",
+        "pipeline_tag": "image-segmentation",
+        "tags": list(dict.fromkeys(tags)),
+        **licensing,
+        "base_model": base_model,
+        "base_model_relation": "finetune" if base_model else None,
+        "datasets": datasets or None,
+        "metrics": sorted({r.metric_type for r in results}) or None,
+        "model_name": entry.name if results else None,
+        "eval_results": results or None,
+        "cellzoo": {k: v for k, v in cellzoo.items() if v is not None},
+    }
+    return {k: v for k, v in metadata.items() if v is not None}
+
+
+def card_text(entry: ModelEntry, *, base_model: str | None = None) -> str:
+    """The Hub model card of ``entry``: YAML metadata (``card_metadata``) plus the Markdown
+    of ``model_card``.
+
+    ``base_model`` is the Hub repo of the parent model, when it is published.
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    data = ModelCardData(**card_metadata(entry, base_model=base_model))
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{model_card(entry)}"))
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from zoo.errors import InvalidParamsError
 
@@ -25,6 +25,10 @@ class FlowParams:
         min_size: masks with fewer pixels than this (after hole filling) are dropped.
         max_size_fraction: masks larger than this fraction of the image are dropped.
     """
+
+    # pydantic (manifest schema): unknown keys are errors, as for the dataclass itself; said
+    # explicitly so the JSON schema is the same on every pydantic version
+    __pydantic_config__ = {"extra": "forbid"}
 
     niter: int = 200
     cellprob_threshold: float = 0.0
@@ -76,7 +80,10 @@ class PredictParams:
         batch_size: tiles per network call.
         augment: average the four flips (test-time augmentation).
         flow: post-processing parameters; None uses the model's defaults.
-        style_size: longest side of the view used for the size-estimation pass.
+        style_size: side of the central crop the size-estimation pass sees.
+        flow_threshold: overrides ``flow.flow_threshold`` (None: keep it).
+        cellprob_threshold: overrides ``flow.cellprob_threshold`` (None: keep it).
+        min_size: overrides ``flow.min_size`` (None: keep it).
         layout: how the image is resized, padded, tiled and blended: ``cellzoo`` (rounded
             resize, padding at the end, ``tile_size`` tiles, raised-cosine blending) or
             ``cellpose`` (cellpose 3.1.1.2's geometry: resize rounded down, 8 + centring
@@ -95,6 +102,9 @@ class PredictParams:
     augment: bool = False
     flow: FlowParams | None = None
     style_size: int = 256
+    flow_threshold: float | None = None
+    cellprob_threshold: float | None = None
+    min_size: int | None = None
     layout: str | None = None
 
     def __post_init__(self) -> None:
@@ -109,3 +119,39 @@ class PredictParams:
             raise InvalidParamsError(f"style_size must be >= 16, got {self.style_size}")
         if self.layout not in (None, *LAYOUTS):
             raise InvalidParamsError(f"layout must be one of {LAYOUTS} or None, got {self.layout!r}")
+
+    def flow_for(self, defaults: FlowParams) -> FlowParams:
+        """The post-processing parameters: ``flow`` (else ``defaults``, the model's), with
+        the overrides that were given."""
+        flow = self.flow or defaults
+        overrides = {name: value for name in ("flow_threshold", "cellprob_threshold", "min_size")
+                     if (value := getattr(self, name)) is not None}
+        return replace(flow, **overrides) if overrides else flow
+
+
+@dataclass(frozen=True)
+class EmbedParams:
+    """How the style pass embeds an image for routing (recorded in a style bank, so that
+    queries are embedded exactly as its references were).
+
+    The image is seen at its own scale: crops of ``tile`` pixels *at the embedding model's
+    diameter* (native crops of ``tile × diameter / diam_mean`` pixels, resized), so an
+    image, an upsampled copy and a crop of it give the same style.
+
+    Attributes:
+        tile: side of each crop fed to the network, in pixels at the model's scale.
+        n_tiles: crops averaged (spread over the image: its centre alone for 1, a 2 × 2
+            grid for 4); an image smaller than the spread gives fewer, distinct crops.
+    """
+
+    tile: int = 128
+    n_tiles: int = 4
+
+    def __post_init__(self) -> None:
+        if self.tile < 16:
+            raise InvalidParamsError(f"tile must be >= 16 pixels, got {self.tile}")
+        if self.n_tiles not in (1, 4, 9):
+            raise InvalidParamsError(f"n_tiles must be 1, 4 or 9, got {self.n_tiles}")
+
+    def to_dict(self) -> dict[str, int]:
+        return {"tile": self.tile, "n_tiles": self.n_tiles}

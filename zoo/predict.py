@@ -14,10 +14,9 @@ import numpy as np
 
 from zoo.backends import Runner, make_runner
 from zoo.errors import InvalidImageError
-from zoo.flows import flows_to_masks
 from zoo.model import NET_FLOW_SCALE, SegmentationModel
 from zoo.params import CELLPOSE_TILE, FlowParams, PredictParams
-from zoo.preprocess import normalize, resize, scaled_shape, select_channels
+from zoo.preprocess import central_crop, normalize, resize, scaled_shape, select_channels
 from zoo.settings import Settings
 from zoo.tiling import extract_tiles, plan_tiles, plan_tiles_cellpose, stitch_tiles
 
@@ -110,10 +109,22 @@ class Predictor:
     def infer(self, image: np.ndarray, params: PredictParams | None = None) -> NetworkOutput:
         """The network stage: normalise, estimate the diameter, resize, run the tiles."""
         params = params or PredictParams()
-        timings: dict[str, float] = {}
         start = time.perf_counter()
-        with _timed(timings, "preprocess"):
-            stack = self.prepare(image, params)
+        stack = self.prepare(image, params)
+        return self.infer_stack(stack, params, {"preprocess": time.perf_counter() - start})
+
+    def infer_stack(
+        self, stack: np.ndarray, params: PredictParams, timings: dict[str, float] | None = None
+    ) -> NetworkOutput:
+        """``infer`` from an already prepared ``(C_in, Y, X)`` stack (``prepare``).
+
+        Args:
+            stack: the normalised network input at the image's resolution.
+            params: as for ``infer``; ``params.diameter`` None estimates it here.
+            timings: seconds of the stages before this one, added to the output's.
+        """
+        timings = dict(timings or {})
+        start = time.perf_counter() - sum(timings.values())
         with _timed(timings, "diameter"):
             diameter = self.diameter_for(stack, params)
         scale = self.model.diam_mean / diameter
@@ -132,6 +143,8 @@ class Predictor:
 
     def finish(self, output: NetworkOutput) -> Prediction:
         """The CPU stage: flows → masks (thread-safe; numba releases the GIL)."""
+        from zoo.flows import flows_to_masks  # numba: imported once Zoo chose its cache folder
+
         timings = dict(output.timings)
         start = time.perf_counter()
         labels = flows_to_masks(output.flows, output.cellprob, output.flow_params)
@@ -159,7 +172,7 @@ class Predictor:
             return float(params.diameter)
         if self.model.size is None:
             return float(self.model.diam_labels or self.model.diam_mean)
-        view = _central_view(stack, params.style_size)
+        view = central_crop(stack, params.style_size)
         _, style = self.network_maps(view, replace(params, augment=False))
         return self.model.size.predict(style, self.model.diam_mean)
 
@@ -169,7 +182,7 @@ class Predictor:
         """Post-processing params; flow following gets more steps when cells were shrunk
         (with the ``cellpose`` layout, ``niter / scale`` rounded down at every scale, as
         cellpose's ``eval`` with ``resample``)."""
-        flow = params.flow or self.model.flow_params
+        flow = params.flow_for(self.model.flow_params)
         if layout == "cellpose":
             flow = replace(flow, niter=max(1, int(flow.niter / scale)))
         elif scale < 1:
@@ -214,10 +227,3 @@ class Predictor:
             outs.append(out)
             styles.append(style)
         return np.mean(outs, axis=0), np.mean(styles, axis=0)
-
-
-def _central_view(stack: np.ndarray, size: int) -> np.ndarray:
-    """The central crop of at most ``size`` × ``size`` pixels (no resampling)."""
-    _, y, x = stack.shape
-    top, left = max(0, (y - size) // 2), max(0, (x - size) // 2)
-    return stack[:, top : top + size, left : left + size]

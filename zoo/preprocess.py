@@ -76,3 +76,11 @@ def parse_channels(text: str) -> tuple[int, int | None]:
     if not 1 <= len(parts) <= 2 or not all(p.isdigit() for p in parts):
         raise InvalidParamsError(f"channels must be 'CYTO' or 'CYTO,NUCLEUS' (indices), got {text!r}")
     return int(parts[0]), int(parts[1]) if len(parts) == 2 else None
+
+
+def central_crop(stack: np.ndarray, size: int) -> np.ndarray:
+    """The central crop of at most ``size`` × ``size`` pixels of ``(C, Y, X)`` (no
+    resampling): what the size-estimation pass sees, and what its regressor was fitted on."""
+    _, y, x = stack.shape
+    top, left = max(0, (y - size) // 2), max(0, (x - size) // 2)
+    return stack[:, top : top + size, left : left + size]

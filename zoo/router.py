@@ -1,14 +1,9 @@
 """Style vector → k nearest reference styles → cluster → model; out-of-distribution flag.
 
-Two parts:
-
-- the embedding: ``embed`` / ``embed_many`` compute an image's style with one forward
-  pass on a downsampled view of the whole image (the same embedding builds the style
-  bank and routes new images, so they must never differ);
-- the router: ``Router.route_style`` votes among the ``bank.k`` nearest reference
-  vectors (Cellpose 2.0's 5-nearest-neighbour classifier) and picks that cluster's
-  specialist, or the generalist when the style is out of distribution or the cluster
-  has no specialist.
+``Router.route_style`` votes among the ``bank.k`` nearest reference vectors (Cellpose 2.0's
+5-nearest-neighbour classifier) and picks that cluster's specialist, or the generalist when
+the style is out of distribution or the cluster has no specialist. The style comes from
+``zoo.embedding.style_pass`` (the same function embedded the bank's references).
 
 How the exact kNN works: bank and queries are L2-normalised, so
 ``||a - b||² = 2 - 2 a·b``; one float32 matrix product ranks the whole bank, and the
@@ -20,124 +15,31 @@ the median for 10,000 vectors 12-16 ms instead of 0.7 ms (bench/bench_router.py)
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from zoo.cluster import StyleBank, normalize_styles
 from zoo.errors import InvalidParamsError
-from zoo.params import PredictParams
-from zoo.predict import Predictor
-from zoo.preprocess import resize, scaled_shape
-from zoo.tiling import extract_tiles, plan_tiles
+from zoo.stylemap import layout, place
 
 _QUERY_CHUNK = 1024
 
 
-def _view_params(predictor: Predictor, view: int, params: PredictParams | None) -> PredictParams:
-    """``params`` with one tile that covers the whole view and no test-time augmentation."""
-    if view < 16:
-        raise InvalidParamsError(f"view must be >= 16 pixels, got {view}")
-    divisor = predictor.model.config.divisor
-    tile = int(math.ceil(view / divisor) * divisor)
-    return replace(params or PredictParams(), tile_size=tile, augment=False)
+@dataclass(frozen=True)
+class Neighbour:
+    """One of the reference styles nearest to a query.
 
-
-def _view(predictor: Predictor, image: np.ndarray, view: int, params: PredictParams) -> np.ndarray:
-    """Normalised ``(C_in, y, x)`` float32 view whose longest side is ``view`` pixels."""
-    stack = predictor.prepare(image, params)
-    return resize(stack, scaled_shape(stack.shape[1:], view / max(stack.shape[1:])))
-
-
-def embed(
-    predictor: Predictor,
-    image: np.ndarray,
-    *,
-    view: int = 256,
-    params: PredictParams | None = None,
-) -> np.ndarray:
-    """The style vector of a whole image, from one forward pass on a downsampled view.
-
-    The image is normalised by ``predictor.prepare`` (channels and percentiles from
-    ``params``), then resized bilinearly, aspect ratio kept, so its longest side is
-    exactly ``view`` pixels. Small images are upsampled too: every image is seen at
-    the same field of view relative to its extent, so the style does not depend on
-    pixel count, and a tiny image still gives a deepest feature map large enough to
-    pool (a 32-pixel image would pool a 4 × 4 map). The view is zero-padded only to
-    the network divisor and run as a single tile; tile size and ``augment`` in
-    ``params`` are ignored.
-
-    Args:
-        predictor: the network whose style is used (the bank's style network).
-        image: ``(Y, X)`` or ``(Y, X, C)`` channels-last image.
-        view: longest side of the view, in pixels (>= 16).
-        params: channel selection and normalisation; defaults to ``PredictParams()``.
-
-    Returns:
-        ``(style_dim,)`` float32, L2-normalised.
+    Attributes:
+        ref: the reference's id in the bank (``StyleBank.refs``).
+        cluster: its cluster id.
+        distance: euclidean distance to the query's style.
     """
-    params = _view_params(predictor, view, params)
-    _, style = predictor.network_maps(_view(predictor, image, view, params), params)
-    return style
 
-
-def embed_many(
-    predictor: Predictor,
-    images: Iterable[np.ndarray],
-    *,
-    view: int = 256,
-    batch_size: int = 8,
-    params: PredictParams | None = None,
-) -> np.ndarray:
-    """``embed`` for many images, batching views of equal shape into one network call.
-
-    Views are grouped by padded shape as they arrive; a group runs when it holds
-    ``batch_size`` views, the rest at the end, so memory stays at most one batch per
-    distinct shape. Gives the same vectors as ``embed`` (up to float rounding).
-
-    Args:
-        predictor: the network whose style is used.
-        images: channels-last images (any iterable; consumed once).
-        view: longest side of each view, in pixels.
-        batch_size: views per network call.
-        params: channel selection and normalisation; defaults to ``PredictParams()``.
-
-    Returns:
-        ``(N, style_dim)`` float32, L2-normalised rows, in input order.
-    """
-    if batch_size < 1:
-        raise InvalidParamsError(f"batch_size must be >= 1, got {batch_size}")
-    params = _view_params(predictor, view, params)
-    pending: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
-    styles: dict[int, np.ndarray] = {}
-    for index, image in enumerate(images):
-        stack = _view(predictor, image, view, params)
-        grid = plan_tiles(
-            stack.shape[1:], tile=params.tile_size, divisor=predictor.model.config.divisor
-        )
-        tile = extract_tiles(stack, grid)[0]
-        group = pending.setdefault(tile.shape, [])
-        group.append((index, tile))
-        if len(group) == batch_size:
-            styles.update(_run_group(predictor, group))
-            group.clear()
-    for group in pending.values():
-        styles.update(_run_group(predictor, group))
-    if not styles:
-        return np.zeros((0, predictor.model.config.style_dim), dtype=np.float32)
-    return np.stack([styles[i] for i in range(len(styles))])
-
-
-def _run_group(predictor: Predictor, group: list[tuple[int, np.ndarray]]) -> dict[int, np.ndarray]:
-    if not group:
-        return {}
-    _, batch_styles = predictor.runner.run(np.stack([tile for _, tile in group]))
-    norms = np.maximum(np.linalg.norm(batch_styles, axis=1, keepdims=True), 1e-12)
-    unit = (batch_styles / norms).astype(np.float32)
-    return {index: unit[row] for row, (index, _) in enumerate(group)}
+    ref: str
+    cluster: int
+    distance: float
 
 
 @dataclass(frozen=True)
@@ -157,6 +59,9 @@ class RouteResult:
             distribution (a cluster without a specialist sets ``model`` to the
             generalist but leaves this False; ``reason`` tells the two apart).
         reason: one sentence explaining the choice.
+        neighbours: the ``k`` nearest references, nearest first.
+        map: the query's position on the style map (``{"x", "y"}``: the distance-weighted
+            mean of its neighbours' positions on ``zoo.stylemap.layout(bank)``).
     """
 
     model: str
@@ -167,10 +72,14 @@ class RouteResult:
     ood: bool
     fallback: bool
     reason: str
+    neighbours: tuple[Neighbour, ...] = field(default=())
+    map: dict[str, float] | None = None
 
-    def to_dict(self) -> dict[str, str | int | float | bool]:
+    def to_dict(self) -> dict:
         """JSON-ready dict of every field (plain Python types)."""
-        return asdict(self)
+        data = asdict(self)
+        data["neighbours"] = [asdict(n) for n in self.neighbours]
+        return data
 
 
 class Router:
@@ -194,6 +103,7 @@ class Router:
         self._vectors = np.ascontiguousarray(bank.vectors, dtype=np.float32)
         self._k = min(bank.k, len(bank.vectors))
         self._blas = ThreadpoolController().select(user_api="blas")
+        self._layout = layout(bank)
 
     def route_style(self, style: np.ndarray) -> RouteResult:
         """Route one ``(style_dim,)`` style vector (L2-normalised here)."""
@@ -208,9 +118,10 @@ class Router:
         results: list[RouteResult] = []
         for start in range(0, len(queries), _QUERY_CHUNK):
             chunk = queries[start : start + _QUERY_CHUNK]
-            winners, votes, distances = self._vote(chunk)
+            winners, votes, nearest, distances = self._vote(chunk)
             results.extend(
-                self._result(int(w), int(v), float(d)) for w, v, d in zip(winners, votes, distances)
+                self._result(int(w), int(v), n, d)
+                for w, v, n, d in zip(winners, votes, nearest, distances)
             )
         return results
 
@@ -222,8 +133,11 @@ class Router:
             )
         return normalize_styles(styles)
 
-    def _vote(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Winning cluster, its vote count and the nearest distance for each query row."""
+    def _vote(
+        self, queries: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per query row: the winning cluster, its vote count, and the indices and distances
+        of the k nearest references, nearest first."""
         k, n_clusters = self._k, self.bank.n_clusters
         with self._blas.limit(limits=1):  # process-wide while it lasts; see the module doc
             similarity = queries @ self._vectors.T
@@ -239,10 +153,15 @@ class Router:
         closeness = (onehot / np.maximum(distances, 1e-12)[:, :, None]).sum(axis=1)
         closeness[votes < votes.max(axis=1, keepdims=True)] = -np.inf
         winners = closeness.argmax(axis=1)  # first maximum = lowest id among exact ties
-        return winners, votes[np.arange(len(queries)), winners], distances.min(axis=1)
+        order = np.argsort(distances, axis=1, kind="stable")
+        rows = np.arange(len(queries))[:, None]
+        return (winners, votes[np.arange(len(queries)), winners], np.asarray(nearest)[rows, order],
+                distances[rows, order])
 
-    def _result(self, cluster: int, votes: int, distance: float) -> RouteResult:
+    def _result(self, cluster: int, votes: int, nearest: np.ndarray,
+                distances: np.ndarray) -> RouteResult:
         bank, name = self.bank, self.bank.names[cluster]
+        distance = float(distances[0])
         where = f"{votes}/{self._k} nearest reference styles are in cluster {cluster} ({name!r})"
         ood = distance > bank.ood_threshold
         specialist = bank.specialists.get(cluster)
@@ -268,4 +187,12 @@ class Router:
             ood=ood,
             fallback=ood,
             reason=reason,
+            neighbours=tuple(Neighbour(bank.refs[i], int(bank.labels[i]), float(d))
+                             for i, d in zip(nearest, distances)),
+            map=self._place(nearest, distances),
         )
+
+    def _place(self, nearest: np.ndarray, distances: np.ndarray) -> dict[str, float]:
+        """The query's place on the style map (``zoo.stylemap.place``)."""
+        x, y = place(self._layout, nearest, distances)
+        return {"x": float(x), "y": float(y)}

@@ -125,6 +125,12 @@ def cellpose_taper(size: tuple[int, int], sigma: float = 7.5) -> np.ndarray:
                    centre - tx // 2: centre + tx // 2 + tx % 2].astype(np.float32)
 
 
+def pad_to_divisor(stack: np.ndarray, divisor: int) -> np.ndarray:
+    """``(C, Y, X)`` zero-padded at the bottom and right to multiples of ``divisor``."""
+    pad_y, pad_x = (-stack.shape[1]) % divisor, (-stack.shape[2]) % divisor
+    return np.ascontiguousarray(np.pad(stack, ((0, 0), (0, pad_y), (0, pad_x))))
+
+
 def extract_tiles(stack: np.ndarray, grid: TileGrid) -> np.ndarray:
     """Cut ``(C, Y, X)`` into ``(N, C, ty, tx)`` tiles (zero-padded)."""
     padded = np.zeros((stack.shape[0], *grid.padded), dtype=np.float32)

@@ -34,7 +34,8 @@ from zoo.data.synthetic import median_diameter
 from zoo.errors import InvalidParamsError, ZooError
 from zoo.flows import masks_to_flows
 from zoo.model import NET_FLOW_SCALE, SegmentationModel, SizeRegressor
-from zoo.preprocess import normalize, resize, scaled_shape, select_channels
+from zoo.preprocess import central_crop, normalize, resize, scaled_shape, select_channels
+from zoo.tiling import pad_to_divisor
 
 log = logging.getLogger(__name__)
 
@@ -290,18 +291,9 @@ def fit_size_model(
         for item in prepared:
             for factor in scales:
                 stack = resize(item.stack, scaled_shape(item.stack.shape[1:], factor))
-                crop = _central_crop(stack, view, divisor)
+                crop = pad_to_divisor(central_crop(stack, view), divisor)
                 _, style = model.net(torch.from_numpy(crop)[None])
                 styles.append(style[0].numpy())
                 diameters.append(item.diameter * factor)
     model.size = SizeRegressor.fit(np.array(styles), np.array(diameters), model.diam_mean)
     return model.size
-
-
-def _central_crop(stack: np.ndarray, size: int, divisor: int) -> np.ndarray:
-    """Central crop of at most ``size`` pixels, zero-padded to a multiple of ``divisor``."""
-    _, height, width = stack.shape
-    top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
-    crop = stack[:, top : top + size, left : left + size]
-    pad_y, pad_x = (-crop.shape[1]) % divisor, (-crop.shape[2]) % divisor
-    return np.ascontiguousarray(np.pad(crop, ((0, 0), (0, pad_y), (0, pad_x))))

@@ -1,4 +1,5 @@
-"""Every picture cellzoo draws: overlays, false-colour composites, AP curves, the style map.
+"""Every picture cellzoo draws: overlays, false-colour composites, AP curves, the style map,
+sample sheets of annotated images.
 
 Pixels (``composite``, ``overlay``) are numpy only. The plots import matplotlib when called
 and draw on a ``Figure`` of their own (pyplot's global state is never touched), so they are
@@ -62,6 +63,21 @@ def composite(image: np.ndarray, *, lower: float = 1.0, upper: float = 99.0) -> 
     return np.stack(channels, -1).astype(np.float32)
 
 
+def composite_legend(n_channels: int) -> list[str]:
+    """The colour each channel of ``composite`` is drawn in, by channel index.
+
+    Args:
+        n_channels: how many channels the image has (>= 1).
+
+    Returns:
+        One colour name per shown channel (at most three): ``["grey"]``,
+        ``["green", "magenta"]`` or ``["red", "green", "blue"]``.
+    """
+    if n_channels < 1:
+        raise InvalidImageError(f"an image has at least one channel, got {n_channels}")
+    return [["grey"], ["green", "magenta"], ["red", "green", "blue"]][min(n_channels, 3) - 1]
+
+
 def label_colours(ids: np.ndarray) -> np.ndarray:
     """``(N,)`` ids → ``(N, 3)`` uint8 RGB: hue = frac(id · golden ratio), s = 0.85, v = 1.
 
@@ -105,6 +121,79 @@ def overlay(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     edge = outlines(labels)
     rgb[edge] = label_colours(labels[edge])
     return rgb
+
+
+def sample_panel(
+    image: np.ndarray,
+    channels: tuple[int, int | None],
+    labels: np.ndarray,
+    unannotated: np.ndarray | None = None,
+    *,
+    outlines: bool = True,
+) -> np.ndarray:
+    """How a person would look at an annotated image: ``(Y, X, 3)`` float32 RGB in [0, 1].
+
+    RGB images (3 channels) keep their colours (uint8 as stored; other dtypes on one scale
+    for all three, 0.5th-99.8th percentile); otherwise the ``channels = (cyto, nucleus)`` pair is shown grey (no
+    nucleus) or green + magenta (``composite``). Labelled cells are outlined in yellow,
+    ``unannotated`` objects in red.
+
+    Args:
+        image: ``(Y, X)`` or ``(Y, X, C)`` of any real dtype.
+        channels: ``(cyto, nucleus)`` indices; nucleus None for none.
+        labels: ``(Y, X)`` integer labels, 0 = background.
+        unannotated: ``(Y, X)`` integer labels of visible, unlabelled objects, or None.
+        outlines: draw the outlines.
+    """
+    stack = as_yxc(np.asarray(image))
+    if stack.shape[-1] == 3:
+        low, high = (0.0, 255.0) if stack.dtype == np.uint8 else np.percentile(stack, [0.5, 99.8])
+        rgb = np.clip((stack.astype(np.float32) - low) / max(float(high - low), 1e-6), 0.0, 1.0)
+    else:
+        picked = [stack[..., channels[0]]]
+        if channels[1] is not None:
+            picked.append(stack[..., channels[1]])
+        rgb = composite(np.stack(picked, axis=-1), lower=0.5, upper=99.8)
+    rgb = np.array(rgb, dtype=np.float32)
+    if outlines:
+        rgb[_outline(labels)] = (1.0, 0.9, 0.0)
+        if unannotated is not None:
+            rgb[_outline(unannotated)] = (1.0, 0.15, 0.15)
+    return rgb
+
+
+def plot_sample_sheet(
+    rows: Sequence[Sequence[tuple[str, np.ndarray]]], path: str | Path, *, panel_inches: float = 3.0
+) -> Path:
+    """A grid of captioned pictures, one row per entry of ``rows``.
+
+    Args:
+        rows: each row a sequence of ``(caption, (Y, X, 3) RGB in [0, 1])``; rows may differ
+            in length.
+        path: the PNG to write; parent folders are created.
+        panel_inches: size of one panel.
+    """
+    from matplotlib.figure import Figure
+
+    n_cols = max((len(row) for row in rows), default=1)
+    figure = Figure(figsize=(panel_inches * n_cols, (panel_inches + 0.2) * len(rows)), dpi=100)
+    axes = figure.subplots(max(len(rows), 1), n_cols, squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(n_cols):
+            axes[r, c].axis("off")
+            if c < len(row):
+                caption, picture = row[c]
+                axes[r, c].imshow(picture, interpolation="nearest")
+                axes[r, c].set_title(caption, fontsize=8)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path
+
+
+def _outline(labels: np.ndarray) -> np.ndarray:
+    return outlines(labels) if np.asarray(labels).any() else np.zeros(np.shape(labels), bool)
 
 
 def plot_ap_curves(

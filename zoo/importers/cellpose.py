@@ -41,6 +41,7 @@ from __future__ import annotations
 import logging
 import pickle
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +51,7 @@ import torch
 from zoo.errors import ZooError
 from zoo.files import sha256_file
 from zoo.importers.npy import load_npy_dict
-from zoo.manifest import Lineage, ModelEntry, SourceFile, check_name
+from zoo.manifest import Lineage, ModelEntry, SourceFile
 from zoo.model import SegmentationModel, SizeRegressor
 from zoo.nets.cpnet import CPNet, NetConfig
 
@@ -298,22 +299,29 @@ def import_checkpoint(
 ) -> ModelEntry:
     """Import a cellpose checkpoint into ``registry``'s top layer (the user's zoo) as ``name``.
 
-    Everything is read and checked first; only then are the safetensors file and the entry
-    written (``zoo.userzoo.register_model``), so a refused file installs nothing.
+    Everything is read and checked first; the safetensors file and the entry are then
+    written together (``zoo.userzoo.register_files``), so a refused file installs nothing.
 
     Returns:
         The new entry (kind ``user``, ``lineage`` with the source sha256s and Cellpose's
         channel convention).
     """
-    from zoo.userzoo import register_model
+    from zoo.userzoo import check_target, register_files
 
-    check_name(name)
+    check_target(registry, name)
     model = load_model(checkpoint, diameter=diameter, size_model=size_model)
     lineage = lineage_of(checkpoint, size_model, model)
     widths = "-".join(str(c) for c in model.config.channels[1:])
     description = (f"Imported from the Cellpose checkpoint {Path(checkpoint).name} "
                    f"(CPnet {widths}, diam_mean {model.diam_mean:g})"
                    + (" with its size model." if size_model else "."))
-    entry = register_model(registry, model, name=name, description=description, lineage=lineage)
+    with tempfile.TemporaryDirectory(prefix="cellzoo-import-") as tmp:
+        weights = model.save(Path(tmp) / f"{name}.safetensors")
+        entry = register_files(registry, name=name,
+                               files={f"weights/{name}.safetensors": weights}, fields={
+            "description": description, "config": model.config.to_dict(),
+            "channels": model.config.in_channels, "axes": "cyx", "diameter": model.diam_mean,
+            "flow_params": model.flow_params, "lineage": lineage,
+        })
     log.info("imported %s as %s", checkpoint, entry.ref)
     return entry

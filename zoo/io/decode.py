@@ -145,8 +145,8 @@ class _PixelLimit:
     def check(self, y: int, x: int) -> None:
         if self.limit is not None and y * x > self.limit:
             raise ImageTooLargeError(
-                f"{self.name}: {y} x {x} = {y * x / 1e6:.1f} megapixels exceeds the limit of "
-                f"{self.limit / 1e6:.1f} megapixels", pixels=y * x, limit=self.limit)
+                f"{self.name}: {y} x {x} = {y * x:,} pixels, over the limit of {self.limit:,} "
+                f"({self.limit / 1e6:.3g} megapixels)", pixels=y * x, limit=self.limit)
 
 
 def as_yxc(image: np.ndarray, *, channel_axis: int | None = None) -> np.ndarray:

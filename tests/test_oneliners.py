@@ -11,7 +11,7 @@ import torch
 from cli_images import write_tiff
 
 import zoo
-from zoo import api
+from zoo import oneliners as api
 from zoo.errors import InvalidParamsError, UnknownModelError
 from zoo.io import read_image
 from zoo.params import PredictParams
