@@ -47,6 +47,9 @@ def segment(
         show_default=False)] = None,
     manifest: Annotated[Path | None, typer.Option(
         help="Use this models.yaml (local only).")] = None,
+    bank: Annotated[Path | None, typer.Option(
+        help="Route with this style bank (zoo bank build) instead of the zoo's "
+             "(local only; default: $ZOO_BANK).", show_default=False)] = None,
 ) -> None:
     """Segment images; write <stem>_masks.tif (or --format), overlays and summary.csv into OUT.
 
@@ -82,7 +85,7 @@ def segment(
     else:
         from zoo.cli.batch import segment_local
 
-        zoo = _zoo(model, backend, manifest, check=bool(work.todo))
+        zoo = _zoo(model, check=bool(work.todo), manifest=manifest, backend=backend, bank=bank)
         outcomes = segment_local(zoo, work.todo, outputs=outputs, model=model, params=params,
                                  workers=workers)
     records = _collect(outcomes, len(work.todo), out, failures)
@@ -93,13 +96,13 @@ def segment(
              f"{', '.join(str(f.image) for f in failures)}")
 
 
-def _zoo(model: str, backend: str | None, manifest: Path | None, *, check: bool):
+def _zoo(model: str, *, check: bool, **options: object):
     """The local zoo; with ``check``, fail now, in one line, on an unknown model or a zoo
     without a router, rather than once per image."""
     from zoo import jit
 
     with errors_as_one_line():
-        zoo = open_zoo(manifest=manifest, backend=backend)
+        zoo = open_zoo(**options)
         if check and not jit.is_compiled(zoo.settings.home):
             typer.echo("preparing cellzoo's post-processing for this machine "
                        "(first run only: numba compiles it once)…", err=True)
