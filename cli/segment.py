@@ -47,6 +47,9 @@ def segment(
         show_default=False)] = None,
     manifest: Annotated[Path | None, typer.Option(
         help="Use this models.yaml (local only).")] = None,
+    bank: Annotated[Path | None, typer.Option(
+        help="Route with this style bank (zoo bank build) instead of the zoo's "
+             "(local only; default: $ZOO_BANK).", show_default=False)] = None,
     # --- large images and Dask (zoo.cli.large) ---
     dask: Annotated[str | None, typer.Option(
         help="Run on Dask: 'local' starts a LocalCluster of --workers processes; "
@@ -83,7 +86,8 @@ def segment(
     with errors_as_one_line():
         cyto, nucleus = parse_channels(channels)
         params = PredictParams(diameter=diameter, cyto_channel=cyto, nucleus_channel=nucleus)
-        large = _large_options(dask, max_memory, block_size, table, backend, manifest)
+        large = _large_options(dask, max_memory, block_size, table, backend=backend,
+                               manifest=manifest, bank=bank)
     inputs = expand(paths)
     outputs = outputs_for(out, fmt, overlay)
     work = plan(inputs.images, outputs, overwrite=overwrite)
@@ -101,7 +105,7 @@ def segment(
     else:
         from zoo.cli.large import segment_images
 
-        zoo = _zoo(model, backend, manifest, check=bool(work.todo))
+        zoo = _zoo(model, check=bool(work.todo), manifest=manifest, backend=backend, bank=bank)
         outcomes = _one_line(segment_images(work.todo, outputs=outputs, model=model,
                                             params=params, workers=workers, options=large,
                                             zoo=lambda: zoo))
@@ -119,22 +123,22 @@ def _one_line(outcomes: Iterator[Outcome]) -> Iterator[Outcome]:
         yield from outcomes
 
 
-def _large_options(dask, max_memory, block_size, table, backend, manifest):
+def _large_options(dask, max_memory, block_size, table, **options):
     from zoo.cli.large import parse_options
     from zoo.settings import Settings
 
-    settings = Settings.from_env(backend=backend, manifest=manifest)
+    settings = Settings.from_env(**options)
     return parse_options(dask=dask, max_memory=max_memory, block_size=block_size, table=table,
                          settings=settings)
 
 
-def _zoo(model: str, backend: str | None, manifest: Path | None, *, check: bool):
+def _zoo(model: str, *, check: bool, **options: object):
     """The local zoo; with ``check``, fail now, in one line, on an unknown model or a zoo
     without a router, rather than once per image."""
     from zoo import jit
 
     with errors_as_one_line():
-        zoo = open_zoo(manifest=manifest, backend=backend)
+        zoo = open_zoo(**options)
         if check and not jit.is_compiled(zoo.settings.home):
             typer.echo("preparing cellzoo's post-processing for this machine "
                        "(first run only: numba compiles it once)…", err=True)
