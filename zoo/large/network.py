@@ -185,8 +185,7 @@ def _blend(predictor, padded: np.ndarray, union: Window, origins: list[tuple[int
 
 def _run(predictor, batch: np.ndarray, augment: bool) -> np.ndarray:
     """Network outputs ``(B, 3, ty, tx)`` of one batch (with flips when ``augment``)."""
-    # Predictor._run_batch is the one place that knows the test-time flips.
-    return predictor._run_batch(batch, augment)[0]
+    return predictor.run_tiles(batch, augment)[0]  # the one place that knows the flips
 
 
 def tiles_per_pixel(geometry: Geometry, block: int, halo: int) -> float:

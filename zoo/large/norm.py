@@ -21,6 +21,7 @@ import numpy as np
 
 from zoo.errors import InvalidImageError
 from zoo.large.blocks import Window
+from zoo.preprocess import normalize
 
 #: Pixels a non-integer image contributes to its percentile estimate.
 MAX_SAMPLES = 4 * 2**20
@@ -117,18 +118,7 @@ def percentiles(data: np.ndarray, sampling: Sampling, lower: float, upper: float
 
 
 def apply(stack: np.ndarray, bounds: tuple[tuple[float, float], ...]) -> np.ndarray:
-    """Normalise ``(C_in, h, w)`` float32 with per-channel ``(low, high)``: low → 0, high → 1.
-
-    The same arithmetic as ``zoo.preprocess.normalize`` (float64 bounds), so a block equals
-    the whole-image input bit for bit. Flat channels (high == low) become zeros.
-
-    Raises:
-        InvalidImageError: the stack holds NaN or infinite values.
-    """
-    if not np.all(np.isfinite(stack)):
-        raise InvalidImageError("image contains NaN or infinite values")
-    out = np.empty_like(stack, dtype=np.float32)
-    for c, channel in enumerate(stack):
-        lo, hi = np.float64(bounds[c][0]), np.float64(bounds[c][1])
-        out[c] = (channel - lo) / (hi - lo) if hi > lo else 0.0
-    return out
+    """Normalise ``(C_in, h, w)`` with per-channel ``(low, high)``: low → 0, high → 1
+    (``zoo.preprocess.normalize`` with the whole image's bounds, so a block equals the
+    whole-image input bit for bit)."""
+    return normalize(stack, bounds=bounds)
