@@ -53,10 +53,10 @@ Result = dict[str, Any]
 
 # ---- helpers ---------------------------------------------------------------------------------
 
-def caption(result: Result) -> str:
+def caption(result: Result, verb: str = "measured") -> str:
     """Where and how a result was measured, in one italic line."""
     where = machine.describe(result["machine"], load_end=result.get("load_average_end"))
-    return f"*`{result['command']}`, measured {result['date'][:10]} on {where}.*"
+    return f"*`{result['command']}`, {verb} {result['date'][:10]} on {where}.*"
 
 
 def table(result: Result, key: str = "main", columns: list[str] | None = None) -> str:
@@ -190,6 +190,43 @@ def synthetic(r: Result) -> str:
     return "\n\n".join([caption(r), f"{r['tables']['main']['title']}{found}:", table(r)])
 
 
+def cellpose_import(r: Result) -> str:
+    s = r["summary"]
+    torch_rows = [row for row in s["ours"] if row["backend"] == "torch"]
+    text = [caption(r), f"{r['tables']['main']['title']}:", table(r)]
+    if torch_rows and not any(row["speedup"] >= s["targets"]["speedup"] for row in torch_rows):
+        text.append(f"torch alone does not reach {s['targets']['speedup']:g}× here; "
+                    "onnxruntime (`ZOO_BACKEND=onnx`) does the rest.")
+    return "\n\n".join(text)
+
+
+def large(r: Result) -> str:
+    parts = r["summary"]["parts"]
+    undated = r["summary"].get("undated_parts", [])
+    verb = "rewritten" if r["settings"].get("readme") else "measured"
+    text = [caption(r, verb), f"{r['tables']['main']['title']}:", table(r)]
+    if undated:
+        text.append(f"The parts {', '.join(undated)} were measured by earlier runs of this "
+                    "script, before it dated each part; this file was rewritten from them "
+                    "(`--readme`) without measuring again.")
+    loads = [row["load_average"] for row in parts.get("scaling", {}).values()]
+    loads += [parts[k]["load_average"] for k in ("seams", "efficiency")
+              if "load_average" in parts.get(k, {})]
+    if loads:
+        text.append(f"The machine was shared with other jobs (load average {span(loads, '.0f')} "
+                    "on 2 cores when the parts ended), so every time above is slower than on "
+                    "an idle machine.")
+    eff = parts.get("efficiency", {})
+    if "cpu_ratio" in eff:
+        text.append("The 2-worker row measures the cores the operating system left to the "
+                    "workers, not how the work divides: the same work took "
+                    f"{eff['cpu_ratio']:.2f}× the CPU seconds on 2 workers as on 1.")
+    for side, row in sorted(parts.get("unfinished", {}).items(), key=lambda kv: int(kv[0])):
+        text.append(f"The {side}² run was stopped at its time limit after {row['blocks_done']} "
+                    "blocks; its peak memory is that of those blocks.")
+    return "\n\n".join(text)
+
+
 #: section name → (result file stem, renderer)
 BENCH_SECTIONS: dict[str, tuple[str, Callable[[Result], str]]] = {
     "bench:flows": ("flows", flows),
@@ -204,6 +241,8 @@ BENCH_SECTIONS: dict[str, tuple[str, Callable[[Result], str]]] = {
     "bench:segment-cli": ("segment_cli", segment_cli),
     "bench:auto": ("auto", auto),
     "bench:synthetic": ("synthetic", synthetic),
+    "bench:cellpose-import": ("cellpose_import", cellpose_import),
+    "bench:large": ("large", large),
 }
 
 
