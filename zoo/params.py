@@ -61,6 +61,10 @@ class FlowParams:
             )
 
 
+LAYOUTS = ("cellzoo", "cellpose")
+CELLPOSE_TILE = 224  # cellpose's bsize
+
+
 @dataclass(frozen=True)
 class PredictParams:
     """Everything that shapes one prediction.
@@ -80,6 +84,12 @@ class PredictParams:
         flow_threshold: overrides ``flow.flow_threshold`` (None: keep it).
         cellprob_threshold: overrides ``flow.cellprob_threshold`` (None: keep it).
         min_size: overrides ``flow.min_size`` (None: keep it).
+        layout: how the image is resized, padded, tiled and blended: ``cellzoo`` (rounded
+            resize, padding at the end, ``tile_size`` tiles, raised-cosine blending) or
+            ``cellpose`` (cellpose 3.1.1.2's geometry: resize rounded down, 8 + centring
+            pixels of padding on every side, 224-pixel tiles, its sigmoid blending, and
+            ``niter / scale`` steps rounded down at every scale); None: the model's own
+            (imported Cellpose models: ``cellpose``).
     """
 
     cyto_channel: int = 0
@@ -95,6 +105,7 @@ class PredictParams:
     flow_threshold: float | None = None
     cellprob_threshold: float | None = None
     min_size: int | None = None
+    layout: str | None = None
 
     def __post_init__(self) -> None:
         lower, upper = self.percentiles
@@ -106,6 +117,8 @@ class PredictParams:
             raise InvalidParamsError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.style_size < 16:
             raise InvalidParamsError(f"style_size must be >= 16, got {self.style_size}")
+        if self.layout not in (None, *LAYOUTS):
+            raise InvalidParamsError(f"layout must be one of {LAYOUTS} or None, got {self.layout!r}")
 
     def flow_for(self, defaults: FlowParams) -> FlowParams:
         """The post-processing parameters: ``flow`` (else ``defaults``, the model's), with
