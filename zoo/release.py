@@ -13,10 +13,11 @@ The build's report (``docs/zoo.json``, ``docs/zoo.md`` and the AP plot) is ``zoo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from zoo.build import EVAL_THRESHOLDS, GENERALIST, NUCLEI, BuildConfig, BuildReport
+from zoo.evaluate import CURVE_THRESHOLDS as EVAL_THRESHOLDS
 from zoo.files import sha256_file
 from zoo.manifest import (
     Cluster,
@@ -28,6 +29,11 @@ from zoo.manifest import (
     model_card,
 )
 
+if TYPE_CHECKING:
+    from zoo.build import BuildConfig, BuildReport
+
+GENERALIST = "cpnet.generalist"
+NUCLEI = "cpnet.nuclei"
 VERSION = "1.0.0"
 LICENSE = "BSD-3-Clause"
 
@@ -46,25 +52,29 @@ def _ap_columns(report: BuildReport, method: str, styles: list[str]) -> dict[str
 
 
 def write_release(report: BuildReport, config: BuildConfig, root: Path) -> Manifest:
-    """Write everything in the module docstring's layout and return the manifest."""
+    """Write everything in the module docstring's layout and return the manifest.
+
+    Metrics are the test split's AP (``report.scores``): the generalist's over every style,
+    a specialist's (routed) over the styles whose home cluster it serves; a build not yet
+    evaluated writes none.
+    """
     weights = root / "weights"
     weights.mkdir(parents=True, exist_ok=True)
     bank_path = report.bank.save(weights / "style_bank.safetensors")
     entries = []
-    oracle_styles = _styles_by_specialist(report)
+    served_styles = _styles_by_specialist(report)
     for name, model in report.models.items():
         path = model.save(weights / f"{name}.safetensors", half=True)
         files = [_file(root, path)]
-        kind, cluster, method, styles = "specialist", None, "oracle", oracle_styles.get(name, [])
+        kind, cluster, method, styles = "nuclei", None, "routed", served_styles.get(name, [])
         if name == GENERALIST:
             files.append(_file(root, bank_path))
             kind, method, styles = "generalist", "generalist", list(report.train_styles[name])
-        elif name == NUCLEI:
-            kind, method, styles = "nuclei", "nuclei model", ["nuclei"]
-        else:
+        elif name in report.specialists.values():
             cid = next(c for c, n in report.specialists.items() if n == name)
             centroid = [round(float(v), 5) for v in report.bank.centroids[cid]]
-            cluster = Cluster(id=cid, name=report.bank.names[cid], centroid=centroid)
+            kind, cluster = "specialist", Cluster(id=cid, name=report.bank.names[cid],
+                                                  centroid=centroid)
         entry = ModelEntry(
             name=name, version=VERSION, kind=kind,
             description=_describe(kind, report.train_styles[name]),
@@ -75,7 +85,7 @@ def write_release(report: BuildReport, config: BuildConfig, root: Path) -> Manif
                 summary=(f"cellzoo synthetic microscopy, seed {config.seed}, "
                          f"{config.shape[0]}x{config.shape[1]} images"),
                 datasets=[f"synthetic:{s}" for s in report.train_styles[name]],
-                images=_n_images(report, name, config)),
+                images=_n_images(report, name)),
             metrics=_ap_columns(report, method, styles), license=LICENSE,
             parent=None if name == GENERALIST else f"{GENERALIST}@{VERSION}")
         (weights / f"{name}.md").write_text(model_card(entry), encoding="utf-8")
@@ -92,16 +102,20 @@ def _describe(kind: str, styles: list[str]) -> str:
     return what if kind == "generalist" else f"{what} ({', '.join(styles)})."
 
 
-def _n_images(report: BuildReport, name: str, config: BuildConfig) -> int:
+def _n_images(report: BuildReport, name: str) -> int:
+    """Training images of a model: every reference (generalist), else those of the styles
+    it was trained on that sit in its cluster."""
     if name == GENERALIST:
-        return config.n_train * len(report.train_styles[GENERALIST])
-    if name == NUCLEI:
-        return config.n_train
-    cid = next(c for c, n in report.specialists.items() if n == name)
-    return int(np.sum(report.bank.labels == cid))
+        return len(report.bank.vectors)
+    cid = next((c for c, n in report.specialists.items() if n == name), None)
+    if cid is not None:
+        return int(np.sum(report.bank.labels == cid))
+    sources = np.asarray(report.bank.sources)
+    return int(np.sum(np.isin(sources, report.train_styles[name])))
 
 
 def _styles_by_specialist(report: BuildReport) -> dict[str, list[str]]:
+    """Model → the styles whose home cluster (most of their references) it serves."""
     by_model: dict[str, list[str]] = {}
     sources = np.array(report.bank.sources)
     for style in sorted(set(report.bank.sources)):
