@@ -29,6 +29,7 @@ from PIL import Image
 
 from tests.serving import ROOT, served
 from zoo.data.synthetic import STYLES, generate
+from zoo.evaluate import sample_params, style_clusters
 from zoo.io import read_image
 from zoo.params import PredictParams
 from zoo.pipeline import Zoo
@@ -147,28 +148,28 @@ def test_every_output_format(url, library):
         assert len(rois.namelist()) == labels.max()
 
 
-def test_routing_picks_each_styles_specialist(url, library):
+def test_routing_picks_each_styles_cluster_and_its_serving_model(url, library):
     bank = library.router.bank
-    sources = np.array(bank.sources)
-    own: dict[str, set[str]] = {}
-    for cluster, specialist in bank.specialists.items():
-        members = sources[bank.labels == cluster]
-        styles, counts = np.unique(members, return_counts=True)
-        own.setdefault(str(styles[counts.argmax()]), set()).add(specialist)
-    params = PredictParams(cyto_channel=0, nucleus_channel=1)
+    allowed = style_clusters(bank)  # style → the clusters a route of that style may go to
     for style in STYLES:
-        image = generate(style, seed=90_001, shape=(256, 256)).image  # unseen seed
-        route = _post(url, "route", _tiff(image), channels="0,1").json()
-        expected = library.route(image, params).to_dict()
+        sample = generate(style, seed=90_001, shape=(256, 256))  # unseen seed
+        params = sample_params(sample)
+        channels = ",".join(str(c) for c in sample.channels if c is not None)
+        route = _post(url, "route", _tiff(sample.image), channels=channels).json()
+        expected = library.route(sample.image, params).to_dict()
         assert route["distance"] == pytest.approx(expected.pop("distance"), abs=1e-4)
+        assert route["ood_score"] == pytest.approx(expected.pop("ood_score"), abs=1e-4)
         neighbours = expected.pop("neighbours")
         assert [n["ref"] for n in route["neighbours"]] == [n["ref"] for n in neighbours]
         assert [n["distance"] for n in route["neighbours"]] == pytest.approx(
             [n["distance"] for n in neighbours], abs=1e-4)
         place = expected.pop("map")
         assert route["map"] == pytest.approx(place, abs=1e-3)
+        reason = expected.pop("reason")
         assert {k: route[k] for k in expected} == expected
-        assert route["model"] in own[style], (style, route)
+        assert route["reason"].split(";")[1:] == reason.split(";")[1:]
+        assert not route["ood"] and route["cluster"] in allowed[style], (style, route)
+        assert route["model"] == bank.specialists.get(route["cluster"], library.router.generalist)
 
 
 def test_models_health_and_metrics(url):

@@ -499,8 +499,26 @@ plot are in [docs/zoo.md](docs/zoo.md)):
 | one generalist | {cells('generalist')} |
 | routed specialists (`--model auto`) | {cells('routed')} |
 
-Routing picked a specialist of the image's own style for {routing['correct']} of
-{routing['images']} test images. Routed specialists {_mean_gain(data)}{caveat}.{_since(data)}"""
+Routing picked a cluster of the image's own style for {routing['correct']} of
+{routing['images']} test images. Routed specialists {_mean_gain(data)}{caveat}.{_chosen(data)}{_ood_line(data)}{_since(data)}"""
+
+
+def _chosen(data: Mapping[str, Any]) -> str:
+    if "selection" not in data:
+        return ""
+    served = sum(s["serves"] for s in data["selection"])
+    return (f" The test images decided nothing: a separate validation split chose which model "
+            f"serves each cluster (a specialist for {served} of {len(data['selection'])} "
+            "clusters, the generalist for the rest).")
+
+
+def _ood_line(data: Mapping[str, Any]) -> str:
+    test = data.get("ood", {}).get("test")
+    if not test:
+        return ""
+    return (f" The out-of-distribution check kept {test['in_distribution']:.0%} of the test "
+            f"images in distribution and flagged {test['flagged']:.0%} of "
+            f"{test['negatives']} held-out non-microscopy images (AUROC {test['auroc']:.3f}).")
 
 
 def _since(data: Mapping[str, Any]) -> str:
