@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from typing import Annotated
 import typer
 
 from zoo.cli.app import app, fail
-from zoo.cli.batch import Failure, Outcome, Outputs, Record, Summary, plan
+from zoo.cli.batch import Failure, Outcome, Outputs, Record, Summary, SummaryError, plan
 from zoo.cli.common import errors_as_one_line, expand_inputs, open_zoo
 from zoo.io import OUTPUT_SUFFIXES
 
@@ -65,6 +66,7 @@ def segment(
     with errors_as_one_line():
         cyto, nucleus = parse_channels(channels)
         params = PredictParams(diameter=diameter, cyto_channel=cyto, nucleus_channel=nucleus)
+    _check_out(out)
     inputs = expand_inputs(paths)
     outputs = Outputs(out, fmt, overlay)
     work = plan(inputs.images, outputs, overwrite=overwrite)
@@ -72,7 +74,6 @@ def segment(
                 for p in inputs.unmatched] + work.clashes
     for failure in failures:
         typer.echo(f"error: {failure.line()}", err=True)
-    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     if server:
         from zoo.cli.remote import RemoteParams
@@ -85,12 +86,31 @@ def segment(
         zoo = _zoo(model, backend, manifest, check=bool(work.todo))
         outcomes = segment_local(zoo, work.todo, outputs=outputs, model=model, params=params,
                                  workers=workers)
-    records = _collect(outcomes, len(work.todo), out, failures)
+    try:
+        records = _collect(outcomes, len(work.todo), out, failures)
+    except SummaryError as error:
+        fail(f"{error} (the masks that were done are in {out})")
     _report(records, work.skipped, time.perf_counter() - start, out)
     if failures:
         total = len(inputs.images) + len(inputs.unmatched)
         fail(f"{len(failures)} of {total} input(s) failed: "
              f"{', '.join(str(f.image) for f in failures)}")
+
+
+def _check_out(out: Path) -> None:
+    """Fail in one line unless OUT is (or can be made) a folder this run can write into."""
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        fail(f"--out {out}: cannot create the folder ({error.strerror or error})")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        fail(f"--out {out}: cannot write into the folder ({error.strerror or error})")
 
 
 def _zoo(model: str, backend: str | None, manifest: Path | None, *, check: bool):
@@ -151,6 +171,8 @@ def _collect(outcomes: Iterator[Outcome], total: int, out: Path,
                 else:
                     records.append(outcome)
                     summary.add(outcome)
+                    if outcome.note:
+                        tqdm.write(f"note: {outcome.image}: {outcome.note}", file=sys.stderr)
                 bar.update(1)
     finally:
         summary.close()

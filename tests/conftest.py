@@ -1,8 +1,10 @@
-"""Shared fixtures: small networks and synthetic labels, all in tmp_path."""
+"""Shared fixtures: small networks and synthetic labels, all in tmp_path; and the check that
+the run leaves no process behind."""
 
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 # One numba cache for the whole run, its subprocesses and servers included (each test's own
@@ -32,3 +34,34 @@ def small_model() -> SegmentationModel:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+# ---- no process outlives the run ---------------------------------------------------------------
+# Every process the tests start inherits this session's mark (servers, `zoo serve`, their
+# workers, dask workers...). At the end, any of them still alive fails the run (and is killed).
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from tests.serving import SESSION_VARIABLE
+
+    os.environ[SESSION_VARIABLE] = uuid.uuid4().hex
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from tests.serving import SESSION_VARIABLE, kill_all, wait_gone
+
+    left = wait_gone(SESSION_VARIABLE, os.environ[SESSION_VARIABLE], timeout=15)
+    if not left:
+        return
+    lines = []
+    for process in left:
+        try:
+            lines.append(f"  pid {process.pid}: {' '.join(process.cmdline())[:200]}")
+        except Exception:  # noqa: BLE001 (it may have just ended)
+            lines.append(f"  pid {process.pid}")
+    kill_all(left)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    message = f"{len(left)} process(es) started by the tests outlived them (killed now):"
+    if reporter is not None:
+        reporter.write_line(message + "\n" + "\n".join(lines), red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -52,6 +52,7 @@ INDEX_FILE = "models.yaml"
 CARD_FILE = "README.md"
 RESERVED = frozenset({INDEX_FILE, CARD_FILE, ".gitattributes"})
 _TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{8,}\b")
+_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
 
 
 @dataclass(frozen=True)
@@ -85,10 +86,17 @@ class HubSettings:
             token = get_token()
         return cls(endpoint=env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT, token=token)
 
+    @property
+    def shown_endpoint(self) -> str:
+        """``endpoint`` for messages: credentials in it (``user:pass@``) masked."""
+        return self.redact(self.endpoint)
+
     def redact(self, text: str) -> str:
-        """``text`` with the token (and anything shaped like an HF token) masked."""
+        """``text`` with the token, anything shaped like an HF token, and the credentials
+        of any URL (``https://user:pass@host`` → ``https://***@host``) masked."""
         if self.token:
             text = text.replace(self.token, "***")
+        text = _USERINFO_RE.sub(r"\1***@", text)
         return _TOKEN_RE.sub("hf_***", text)
 
 
@@ -103,7 +111,7 @@ def _hub_errors(action: str, hub: HubSettings) -> Iterator[None]:
         detail = hub.redact(" ".join(str(error).split()))[:400]
         logger.debug("%s failed: %s", action, type(error).__name__)
         raise HubError(
-            f"{action} failed at {hub.endpoint}: {type(error).__name__}: {detail}"
+            f"{action} failed at {hub.shown_endpoint}: {type(error).__name__}: {detail}"
         ) from None
 
 

@@ -40,8 +40,8 @@ from pydantic import (
     model_validator,
 )
 
-from zoo.errors import InvalidNameError, ManifestError
-from zoo.files import check_relative_path, file_problems
+from zoo.errors import InvalidNameError, ManifestError, ZooError
+from zoo.files import check_relative_path, file_problems, inside
 from zoo.params import FlowParams
 
 SCHEMA_VERSION = 1
@@ -413,7 +413,12 @@ def validate_manifest(path: str | Path, *, check_files: bool = False) -> list[st
     problems = []
     for i, entry in enumerate(manifest.models):
         for j, spec in enumerate(entry.files):
-            problem = file_problems(root / spec.path, spec, missing_ok=entry.source is not None)
+            try:  # the check ``zoo pull`` makes: no file (or symlink) may lead out of the zoo
+                local = inside(root, spec.path)
+            except ZooError as error:
+                problems.append(f"models[{i}].files[{j}] ({entry.ref}): {error}")
+                continue
+            problem = file_problems(local, spec, missing_ok=entry.source is not None)
             if problem:
                 problems.append(f"models[{i}].files[{j}] ({entry.ref}): {problem}")
     return problems
