@@ -3,8 +3,9 @@
 ``zoo serve`` owns everything it starts. ``bentoml serve`` runs in its own session, with
 an environment variable naming this run (``CELLZOO_SERVE_RUN``) that every worker
 inherits; BentoML's workers sit in process groups of their own, so that name is how they
-are found. SIGTERM, SIGINT or SIGHUP to ``zoo serve`` is passed on to ``bentoml serve``,
-which stops its workers; whatever is still running ``GRACE_S`` seconds later is killed.
+are found. SIGTERM, SIGINT or SIGHUP to ``zoo serve`` is passed on as SIGTERM to
+``bentoml serve`` and every worker at once (they shut down in parallel); whatever is still
+running ``GRACE_S`` seconds later is killed.
 ``bentoml serve`` also gets SIGTERM should ``zoo serve`` itself be killed (Linux).
 """
 
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Environment variable that marks every process of one ``zoo serve`` run.
 RUN_VARIABLE = "CELLZOO_SERVE_RUN"
 #: Seconds the server gets to stop after a signal before it is killed.
-GRACE_S = 8.0
+GRACE_S = 6.0
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -96,9 +97,10 @@ def supervise(argv: list[str], *, env: dict[str, str], cwd: Path,
     received: list[int] = []
 
     def forward(signum: int, _frame) -> None:
-        if not received:
+        if not received:  # every process of the run at once: workers stop in parallel
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
+            _terminate(processes_of_run(run))
         received.append(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in _STOP_SIGNALS}
@@ -120,13 +122,21 @@ def supervise(argv: list[str], *, env: dict[str, str], cwd: Path,
         left = processes_of_run(run)
         if process.poll() is None:
             left.append(_as_psutil(process.pid))
-        killed = stop_processes([p for p in left if p is not None], grace_s=2.0)
+        killed = stop_processes([p for p in left if p is not None], grace_s=1.0)
     if killed:
         typer.echo(f"zoo serve: killed {len(killed)} server process(es) that did not stop",
                    err=True)
     if received:
         return 0 if code is not None and not killed else 1
     return code if code is not None else 1
+
+
+def _terminate(processes: list) -> None:
+    import psutil
+
+    for child in processes:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
 
 
 def _as_psutil(pid: int):

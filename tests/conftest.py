@@ -36,6 +36,27 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
+# ---- one live split service for every HTTP test module --------------------------------------
+
+
+@pytest.fixture(scope="session")
+def service_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ZOO_HOME (and BENTOML_HOME below it) of the shared service."""
+    return tmp_path_factory.mktemp("service-home")
+
+
+@pytest.fixture(scope="session")
+def service_url(service_home: Path):
+    """The base URL of one ``bentoml serve zoo.service.app:CellZoo`` (split deployment) with
+    ``tests.serving.SERVICE_ENV``, shared by the modules that speak HTTP to it."""
+    from tests.serving import ROOT, SERVICE_ENV, served
+
+    if not (ROOT / "models.yaml").is_file():
+        pytest.skip("no shipped zoo")
+    with served("zoo.service.app:CellZoo", service_home, env=SERVICE_ENV) as url:
+        yield url
+
+
 # ---- no process outlives the run ---------------------------------------------------------------
 # Every process the tests start inherits this session's mark (servers, `zoo serve`, their
 # workers, dask workers...). At the end, any of them still alive fails the run (and is killed).
@@ -47,6 +68,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ[SESSION_VARIABLE] = uuid.uuid4().hex
 
 
+@pytest.hookimpl(trylast=True)  # after the session fixtures (the shared service) are torn down
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from tests.serving import SESSION_VARIABLE, kill_all, wait_gone
 

@@ -26,6 +26,16 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 SESSION_VARIABLE = "CELLZOO_TEST_SESSION"
 SERVER_VARIABLE = "CELLZOO_TEST_SERVER"
+#: The environment of the one split service the HTTP test modules share (``service_url`` in
+#: ``tests/conftest.py``): small limits so the limit tests send little, torch on one thread.
+SERVICE_ENV = {
+    "ZOO_MAX_PIXELS": str(600 * 600),
+    "ZOO_MAX_BODY_MB": "16",
+    "ZOO_MAX_NETWORK_PIXELS": str(4_000_000),
+    "ZOO_NETWORK_TIMEOUT": "120",
+    "ZOO_RETRY_AFTER": "3",
+    "OMP_NUM_THREADS": "1",
+}
 
 
 def free_port() -> int:

@@ -40,14 +40,9 @@ def summary(out: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory):
-    if not (ROOT / "models.yaml").is_file():
-        pytest.skip("no shipped zoo")
-    from tests.serving import served
-
-    home = tmp_path_factory.mktemp("service-home")
-    with served("zoo.service.app:CellZoo", home, env={"OMP_NUM_THREADS": "1"}) as url:
-        yield url
+def service(service_url: str) -> str:
+    """The shared split service (``tests/conftest.py``)."""
+    return service_url
 
 
 @pytest.fixture(scope="module")
