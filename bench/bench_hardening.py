@@ -32,7 +32,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -47,9 +46,12 @@ from probes import (  # noqa: E402
     server_errors,
     streamed_junk,
 )
+
 from tests.serving import SERVER_VARIABLE, free_port, kill_all, marked, wait_gone  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "hardening.json"
+DOC = ROOT / "docs" / "hardening.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 TARGET_S, TARGET_RSS_MB, TARGET_RATIO = 10.0, 300.0, 1.5
 
 
@@ -179,13 +181,12 @@ def cli_cases(scratch: Path) -> list[dict]:
     whether a traceback was printed."""
     import shutil
 
+    from PIL import Image
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     from zoo.model import SegmentationModel
     from zoo.nets.cpnet import NetConfig
-
-    from PIL import Image
 
     image = scratch / "a.png"
     Image.fromarray(np.full((32, 32), 90, np.uint8)).save(image)
@@ -290,6 +291,7 @@ def report(rows, warmed, after, timing, cases, errors_5xx, left, stop_s, cli) ->
     for row in cli:
         print(f"{row['case'][:40]:40s} {row['exit']:>4d} {row['error_lines']:>5d}  "
               f"{row['message']}")
+    write_doc_table(rows, lines, timing, cases, stop_s)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "reproducers": rows, "rss_mb": {"warmed": warmed, "after_probes": after},
@@ -299,6 +301,22 @@ def report(rows, warmed, after, timing, cases, errors_5xx, left, stop_s, cli) ->
                     "latency_ratio": TARGET_RATIO},
     }, indent=1) + "\n")
     print(f"\nwrote {RESULTS.relative_to(ROOT)}")
+
+
+def write_doc_table(rows, lines, timing, cases, stop_s) -> None:
+    """The measured figures as Markdown between the bench markers of docs/hardening.md."""
+    table = ["| reproducer | status | seconds (target < 10) |", "| --- | ---: | ---: |"]
+    table += [f"| {row['reproducer']} | {row['status'] or '-'} | {row['seconds']:.3f} |"
+              for row in rows]
+    table += ["", "| target | ours | bound |", "| --- | ---: | ---: |"]
+    table += [f"| {name} | {ours} | {bound} |" for name, ours, bound in lines]
+    table += ["", f"Burst: idle median {timing['idle_s']:.2f} s, after the burst "
+                  f"{timing['after_s']:.2f} s; schemathesis ran {cases} cases; `zoo serve` "
+                  f"stopped {stop_s:.1f} s after SIGTERM."]
+    text = DOC.read_text(encoding="utf-8")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    DOC.write_text(f"{head}{START}\n" + "\n".join(table) + f"\n{END}{tail}", encoding="utf-8")
 
 
 if __name__ == "__main__":

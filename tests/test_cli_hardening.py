@@ -370,3 +370,21 @@ def test_corrupt_files_say_not_readable(tmp_path: Path) -> None:
     (tmp_path / "broken.tif").write_bytes(b"II*\x00" + b"\x13garbage" * 20)
     with pytest.raises(InvalidImageError, match=r"broken.tif: not a readable TIFF"):
         read_image(tmp_path / "broken.tif")
+
+
+def test_pixels_are_summed_over_every_page(tmp_path: Path) -> None:
+    """Issue #12's page bomb: each 8000² page is within 64 megapixels, the 40 of them are
+    2.56 gigapixels; refused from the page headers, before any decoding."""
+    from probes import page_bomb
+
+    from zoo.errors import ImageTooLargeError
+    from zoo.io import read_image
+
+    bomb = page_bomb(tmp_path / "bomb.tif")
+    assert bomb.stat().st_size < 3_000_000
+    start = time.perf_counter()
+    with pytest.raises(ImageTooLargeError, match="pixels across its pages and planes"):
+        read_image(bomb, max_pixels=64_000_000)
+    assert time.perf_counter() - start < 2
+    with pytest.raises(ImageTooLargeError, match="across its pages"):
+        read_image(bomb.read_bytes(), max_pixels=64_000_000)

@@ -96,6 +96,19 @@ def test_the_server_with_options_and_a_corrupt_file(service: str, local_home: Pa
     assert local.exit_code == 0
 
 
+def test_a_nucleus_channel_on_a_greyscale_image_through_the_service(
+        service: str, tmp_path: Path) -> None:
+    """The service refuses channel 1 of a greyscale image (400, field channels); the CLI
+    then segments its one channel, with a note, as it does locally."""
+    data = tmp_path / "data"
+    grey = write_png(data / "grey.png")
+    write_tiff(data / "two.tif")
+    remote = run(data, "--out", tmp_path / "out", "--server", service, "--channels", "0,1")
+    assert remote.exit_code == 0, remote.stderr
+    assert f"note: {grey}: one channel only: segmented without the nucleus channel 1" in remote.stderr
+    assert {row["image"] for row in summary(tmp_path / "out")} == {str(grey), str(data / "two.tif")}
+
+
 # ---- against a stand-in: retries, request fields, error lines ---------------------------------
 
 
