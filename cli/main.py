@@ -10,10 +10,12 @@ import sys
 import typer
 
 from zoo.cli import (  # noqa: F401
+    bank,
     bioimageio,
     build,
     doctor,
     evaluate,
+    importer,
     registry,
     route,
     segment,

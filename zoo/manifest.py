@@ -165,6 +165,39 @@ class TrainingData(_Record):
     images: Annotated[int, Field(ge=0)] | None = None
 
 
+class SourceFile(_Record):
+    """One foreign file a model was imported from: its name (never a path), sha256 and size."""
+
+    name: Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^/\\]+$")]
+    sha256: Annotated[str, Field(pattern=SHA256_RE.pattern)]
+    size: Annotated[int, Field(ge=0)]
+    role: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] = "weights"
+
+
+class Lineage(_Record):
+    """Where an imported model came from (``zoo import``).
+
+    Attributes:
+        format: the importer that read the files, e.g. ``cellpose``.
+        files: the files read, with their sha256 (the checkpoint first; then, e.g., a size
+            model with role ``size_model``).
+        channels: what each network input channel holds, in order, in the source tool's
+            convention (Cellpose: ``cytoplasm`` (or grayscale), then ``nucleus``, zeros when
+            absent).
+        notes: anything else the importer recorded (e.g. Cellpose's ``diam_labels``).
+    """
+
+    format: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]*$")]
+    files: Annotated[list[SourceFile], Field(min_length=1)]
+    channels: list[str] = []
+    notes: dict[str, str | float | int] = {}
+
+    @property
+    def sha256(self) -> str:
+        """The sha256 of the main source file (the checkpoint)."""
+        return self.files[0].sha256
+
+
 def _unique_axes(axes: str) -> str:
     if len(set(axes)) != len(axes):
         raise ValueError(f"axes {axes!r} repeat a letter")
@@ -180,6 +213,8 @@ class ModelEntry(_Record):
         style_bank: for routers, the reference style bank file (a path in ``files``).
         source: the Hub repo and commit the files were published at; None for local-only models.
         parent: ``name[@version]`` of the model this one was fine-tuned from.
+        lineage: for an imported model, the foreign files it came from (with their sha256)
+            and the source tool's channel convention.
     """
 
     name: ModelName
@@ -203,6 +238,7 @@ class ModelEntry(_Record):
     license: str | None = None
     citation: str | None = None
     parent: str | None = None
+    lineage: Lineage | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelEntry:
@@ -286,6 +322,8 @@ class WeightsMetadata(_Record):
     config: CPNetConfig
     diam_mean: Diameter
     flow_params: FlowParams = FlowParams()
+    diam_labels: Diameter | None = None
+    layout: Literal["cellzoo", "cellpose"] = "cellzoo"
 
 
 class Manifest(_Record):
@@ -472,6 +510,14 @@ def model_card(entry: ModelEntry) -> str:
             f"max_size_fraction {fp.max_size_fraction:g}"
         ),
     ]
+    if entry.lineage:
+        lineage = entry.lineage
+        lines += ["", "## Imported from", "", f"- format: {lineage.format}"]
+        lines += [f"- {f.role}: {f.name} ({f.size} bytes, sha256 `{f.sha256}`)"
+                  for f in lineage.files]
+        if lineage.channels:
+            lines += [f"- input channels: {', '.join(lineage.channels)}"]
+        lines += [f"- {key}: {value}" for key, value in lineage.notes.items()]
     if entry.training_data:
         data = entry.training_data
         lines += ["", "## Training data", ""] + ([data.summary] if data.summary else [])

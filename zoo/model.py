@@ -3,9 +3,11 @@
 One safetensors file holds everything:
 
 - tensors: the network's ``state_dict`` under ``net.*`` and, when fitted, the size
-  regressor under ``size.weight`` ``(style_dim,)`` and ``size.bias`` ``()``;
+  regressor under ``size.weight`` ``(style_dim,)``, ``size.bias`` ``()`` and, when set,
+  ``size.floor`` ``()``;
 - metadata ``cellzoo``: JSON with the architecture name, ``NetConfig``, the mean cell
-  diameter the network was trained at, and the default ``FlowParams``; validated by
+  diameter the network was trained at, the default ``FlowParams`` and, when known, the
+  mean diameter of the training labels (``diam_labels``); validated by
   ``zoo.manifest.WeightsMetadata`` (the manifest's own field types) on load.
 
 Weights are never read from pickles.
@@ -39,15 +41,25 @@ ARCHITECTURES = {"cpnet": CPNet}
 class SizeRegressor:
     """Style vector → cell diameter, as Cellpose's SizeModel.
 
-    ``log(diameter / diam_mean) = style · weight + bias``.
+    ``log(diameter / diam_mean) = style · weight + bias``, then at least ``floor`` pixels.
+    Cellpose's own form, ``exp(A · (style - smean) + log(diam_mean) + ymean)`` clipped
+    below at 5 (its ``SizeModel._size_estimation``), is this with ``weight = A``,
+    ``bias = ymean - A · smean`` and ``floor = 5`` (``zoo.importers.cellpose``).
+
+    Attributes:
+        weight: ``(style_dim,)`` float32 regression weights.
+        bias: the intercept.
+        floor: the smallest diameter returned (0: no floor).
     """
 
     weight: np.ndarray
     bias: float
+    floor: float = 0.0
 
     def predict(self, style: np.ndarray, diam_mean: float) -> float:
         """Diameter in pixels for one L2-normalised style vector ``(style_dim,)``."""
-        return float(diam_mean * np.exp(float(style @ self.weight) + self.bias))
+        diameter = float(diam_mean * np.exp(float(style @ self.weight) + self.bias))
+        return max(diameter, self.floor)
 
     @classmethod
     def fit(
@@ -80,6 +92,11 @@ class SegmentationModel:
         flow_params: default post-processing parameters.
         size: the fitted size regressor, or None.
         arch: architecture name (a key of ``ARCHITECTURES``).
+        diam_labels: mean cell diameter of the training labels before rescaling (Cellpose's
+            ``diam_labels``), or None when unknown. Without a given diameter or a size
+            regressor the predictor assumes cells of this size, as Cellpose does.
+        layout: the default image geometry of its predictions (``PredictParams.layout``):
+            ``cellzoo``, or ``cellpose`` for networks imported from Cellpose.
     """
 
     net: CPNet
@@ -87,6 +104,8 @@ class SegmentationModel:
     flow_params: FlowParams = field(default_factory=FlowParams)
     size: SizeRegressor | None = None
     arch: str = "cpnet"
+    diam_labels: float | None = None
+    layout: str = "cellzoo"
 
     @property
     def config(self) -> NetConfig:
@@ -110,6 +129,8 @@ class SegmentationModel:
         if self.size is not None:
             tensors["size.weight"] = torch.from_numpy(np.ascontiguousarray(self.size.weight))
             tensors["size.bias"] = torch.tensor(self.size.bias, dtype=torch.float32)
+            if self.size.floor:
+                tensors["size.floor"] = torch.tensor(self.size.floor, dtype=torch.float32)
         meta = {
             "format_version": FORMAT_VERSION,
             "arch": self.arch,
@@ -117,6 +138,10 @@ class SegmentationModel:
             "diam_mean": self.diam_mean,
             "flow_params": asdict(self.flow_params),
         }
+        if self.diam_labels is not None:
+            meta["diam_labels"] = self.diam_labels
+        if self.layout != "cellzoo":
+            meta["layout"] = self.layout
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(path), metadata={"cellzoo": json.dumps(meta)})
         return path
@@ -146,7 +171,8 @@ class SegmentationModel:
         size = None
         if "size.weight" in tensors:
             size = SizeRegressor(
-                weight=tensors["size.weight"].float().numpy(), bias=float(tensors["size.bias"])
+                weight=tensors["size.weight"].float().numpy(), bias=float(tensors["size.bias"]),
+                floor=float(tensors["size.floor"]) if "size.floor" in tensors else 0.0,
             )
         return cls(
             net=net.eval(),
@@ -154,6 +180,8 @@ class SegmentationModel:
             flow_params=meta.flow_params,
             size=size,
             arch=meta.arch,
+            diam_labels=None if meta.diam_labels is None else float(meta.diam_labels),
+            layout=meta.layout,
         )
 
 
@@ -190,6 +218,8 @@ def _check_shapes(path: Path, architecture: type[CPNet], config: NetConfig,
         expected = {f"net.{k}": tuple(v.shape) for k, v in architecture(config).state_dict().items()}
     if "size.weight" in shapes or "size.bias" in shapes:
         expected.update({"size.weight": (config.style_dim,), "size.bias": ()})
+    if "size.floor" in shapes:
+        expected["size.floor"] = ()
     missing = sorted(set(expected) - set(shapes))
     unexpected = sorted(set(shapes) - set(expected))
     wrong = [f"{k} {shapes[k]} != {expected[k]}" for k in expected

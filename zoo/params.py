@@ -61,6 +61,10 @@ class FlowParams:
             )
 
 
+LAYOUTS = ("cellzoo", "cellpose")
+CELLPOSE_TILE = 224  # cellpose's bsize
+
+
 @dataclass(frozen=True)
 class PredictParams:
     """Everything that shapes one prediction.
@@ -86,6 +90,12 @@ class PredictParams:
         max_network_pixels: most pixels the network may see for one image (Y × X after
             the rescale); None: no budget. A given diameter over it is refused, an
             estimated one is raised until the image fits (see ``bounded_diameter``).
+        layout: how the image is resized, padded, tiled and blended: ``cellzoo`` (rounded
+            resize, padding at the end, ``tile_size`` tiles, raised-cosine blending) or
+            ``cellpose`` (cellpose 3.1.1.2's geometry: resize rounded down, 8 + centring
+            pixels of padding on every side, 224-pixel tiles, its sigmoid blending, and
+            ``niter / scale`` steps rounded down at every scale); None: the model's own
+            (imported Cellpose models: ``cellpose``).
     """
 
     cyto_channel: int = 0
@@ -103,6 +113,7 @@ class PredictParams:
     min_size: int | None = None
     max_rescale: float = 8.0
     max_network_pixels: int | None = None
+    layout: str | None = None
 
     def __post_init__(self) -> None:
         lower, upper = self.percentiles
@@ -119,6 +130,8 @@ class PredictParams:
         if self.max_network_pixels is not None and self.max_network_pixels < 1:
             raise InvalidParamsError(
                 f"max_network_pixels must be >= 1 or None, got {self.max_network_pixels}")
+        if self.layout not in (None, *LAYOUTS):
+            raise InvalidParamsError(f"layout must be one of {LAYOUTS} or None, got {self.layout!r}")
 
     def flow_for(self, defaults: FlowParams) -> FlowParams:
         """The post-processing parameters: ``flow`` (else ``defaults``, the model's), with

@@ -15,10 +15,10 @@ import numpy as np
 from zoo.backends import Runner, make_runner
 from zoo.errors import InvalidImageError
 from zoo.model import NET_FLOW_SCALE, SegmentationModel
-from zoo.params import FlowParams, PredictParams, bounded_diameter
+from zoo.params import CELLPOSE_TILE, FlowParams, PredictParams, bounded_diameter
 from zoo.preprocess import central_crop, normalize, resize, scaled_shape, select_channels
 from zoo.settings import Settings
-from zoo.tiling import extract_tiles, plan_tiles, stitch_tiles
+from zoo.tiling import extract_tiles, plan_tiles, plan_tiles_cellpose, stitch_tiles
 
 # flips for test-time augmentation: (flip axes of a (B, C, Y, X) batch, flow channels to negate)
 _FLIPS = (((), ()), ((2,), (0,)), ((3,), (1,)), ((2, 3), (0, 1)))
@@ -128,15 +128,18 @@ class Predictor:
         with _timed(timings, "diameter"):
             diameter = self.diameter_for(stack, params)
         scale = self.model.diam_mean / diameter
+        layout = params.layout or self.model.layout
         with _timed(timings, "resize"):
-            scaled = resize(stack, scaled_shape(stack.shape[1:], scale))
+            shape = (scaled_shape(stack.shape[1:], scale) if layout == "cellzoo"
+                     else tuple(max(1, int(side * scale)) for side in stack.shape[1:]))
+            scaled = resize(stack, shape)
         with _timed(timings, "network"):
-            maps, style = self.network_maps(scaled, params)
+            maps, style = self.network_maps(scaled, params, layout=layout)
         with _timed(timings, "resize"):
             maps = resize(maps, stack.shape[1:])
         timings["infer"] = time.perf_counter() - start
         return NetworkOutput(maps[:2] / NET_FLOW_SCALE, maps[2], style, diameter,
-                             self.flow_params(params, scale), timings)
+                             self.flow_params(params, scale, layout=layout), timings)
 
     def finish(self, output: NetworkOutput) -> Prediction:
         """The CPU stage: flows → masks (thread-safe; numba releases the GIL)."""
@@ -163,14 +166,15 @@ class Predictor:
         return normalize(stack, *params.percentiles)
 
     def diameter_for(self, stack: np.ndarray, params: PredictParams) -> float:
-        """The diameter given, else the size regressor's estimate, else the model default;
+        """The diameter given, else the size regressor's estimate, else the model default
+        (the training labels' mean diameter when known, as in Cellpose, else ``diam_mean``);
         within the work bounds of ``params`` (``zoo.params.bounded_diameter``: a given
         diameter outside them raises, an estimate is clamped)."""
         given = params.diameter is not None
         if given:
             diameter = float(params.diameter)
         elif self.model.size is None:
-            diameter = float(self.model.diam_mean)
+            diameter = float(self.model.diam_labels or self.model.diam_mean)
         else:
             view = central_crop(stack, params.style_size)
             _, style = self.network_maps(view, replace(params, augment=False))
@@ -178,28 +182,34 @@ class Predictor:
         return bounded_diameter(stack.shape[-2:], diameter, self.model.diam_mean, params,
                                 estimated=not given)
 
-    def flow_params(self, params: PredictParams, scale: float) -> FlowParams:
-        """Post-processing params; flow following gets more steps when cells were shrunk."""
+    def flow_params(
+        self, params: PredictParams, scale: float, *, layout: str = "cellzoo"
+    ) -> FlowParams:
+        """Post-processing params; flow following gets more steps when cells were shrunk
+        (with the ``cellpose`` layout, ``niter / scale`` rounded down at every scale, as
+        cellpose's ``eval`` with ``resample``)."""
         flow = params.flow_for(self.model.flow_params)
-        if scale < 1:
+        if layout == "cellpose":
+            flow = replace(flow, niter=max(1, int(flow.niter / scale)))
+        elif scale < 1:
             flow = replace(flow, niter=int(np.ceil(flow.niter / scale)))
         return flow
 
     def network_maps(
-        self, stack: np.ndarray, params: PredictParams
+        self, stack: np.ndarray, params: PredictParams, *, layout: str = "cellzoo"
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Run the network over tiles of ``(C_in, Y, X)``.
+        """Run the network over tiles of ``(C_in, Y, X)`` (``layout``: see ``PredictParams``).
 
         Returns:
             ``(3, Y, X)`` float32 network maps (flows ×5, cellprob logit) and the
             ``(style_dim,)`` style, averaged over tiles and L2-normalised.
         """
-        grid = plan_tiles(
-            stack.shape[1:],
-            tile=params.tile_size,
-            overlap=params.tile_overlap,
-            divisor=self.model.config.divisor,
-        )
+        if layout == "cellpose":
+            grid = plan_tiles_cellpose(stack.shape[1:], tile=CELLPOSE_TILE,
+                                       overlap=params.tile_overlap)
+        else:
+            grid = plan_tiles(stack.shape[1:], tile=params.tile_size,
+                              overlap=params.tile_overlap, divisor=self.model.config.divisor)
         tiles = extract_tiles(stack, grid)
         outputs, styles = [], []
         for first in range(0, len(tiles), params.batch_size):

@@ -63,7 +63,7 @@ _DECODE_ERRORS = (
     KeyError,
     struct.error,
     zlib.error,
-    RuntimeError,  # imagecodecs' codec errors (DeflateError, ...)
+    RuntimeError,  # imagecodecs' codec errors (e.g. DeflateError), when tifffile uses it
 )
 _CHANNEL_AXES = "CS"  # tifffile: C = channel, S = sample (RGB)
 _UNLABELLED_AXES = "QI"  # tifffile: unknown axis, sequence of pages
