@@ -1,12 +1,14 @@
 """What the services do, without BentoML: the network stage and the API stage.
 
 - ``NetworkCore`` holds the loaded networks and runs batches of tile jobs. Jobs from
-  many requests arrive together (BentoML's adaptive batcher forms the list); jobs are
+  many requests arrive together (``zoo.service.batcher`` forms the list); jobs are
   grouped by model and tile shape, so one forward pass serves many requests.
-- ``ApiCore`` validates and decodes a request, then runs the zoo's one pipeline
-  (``Zoo.infer`` → ``Zoo.finish``) with a ``RemoteRunner`` per model, so every forward
-  pass becomes a tile job for the network stage and post-processing runs on the CPU. Its failures are ``ApiError`` values with an
-  HTTP status, a type, a message and the offending field: one error shape for all.
+- ``ApiCore`` decodes a request (its parameters already checked by
+  ``zoo.service.validation``), then runs the zoo's one pipeline (``Zoo.infer`` →
+  ``Zoo.finish``) with a ``RemoteRunner`` per model, so every forward pass becomes a tile
+  job for the network stage and post-processing runs on the CPU. Its failures are
+  ``ApiError`` values (``zoo.service.errors``) with an HTTP status, a type, a message and
+  the offending field: one error shape for all.
 
 ``zoo.service.app`` wraps both in BentoML services; tests and the single-process mode use
 the same classes.
@@ -131,12 +133,6 @@ class NetworkCore:
                     results[i] = TileResult(outputs=out[first:last], styles=style[first:last])
             release_free_memory()
         return results  # type: ignore[return-value]
-
-
-# --------------------------------------------------------------------------- errors
-
-# The one error shape lives in zoo.service.errors; these names stay importable from here.
-__all__ = ["ApiError", "NetworkUnavailable", "as_api_error"]
 
 
 # --------------------------------------------------------------------------- API stage
