@@ -15,12 +15,13 @@ class ServiceConfig:
     """How the HTTP service guards and paces requests.
 
     Every request's work is bounded: its body by ``max_body_mb``, the decoded image by
-    ``max_pixels`` (summed over every page and plane, from the headers, before decoding),
+    ``max_pixels`` (per plane, and 8× over all pages and planes, before decoding),
     and what the network sees by ``max_rescale`` and ``max_network_pixels``.
 
     Attributes:
-        max_pixels: most pixels an upload may decode to: Y × X summed over every page and
-            plane of the file, checked from its headers before decoding (``413``).
+        max_pixels: most pixels (Y × X) of an upload; every page and plane of a TIFF
+            counts, and together they may hold at most 8 × this many (the largest image
+            with 8 channels), checked from the headers before decoding (``413``).
         max_body_mb: largest request body, in MiB, checked from ``Content-Length`` before
             reading and counted while streaming (``413``).
         max_network_pixels: most pixels the network may see for one image (Y × X after

@@ -253,7 +253,7 @@ class FormReader:
         if not self._head or (len(self._head) < 16 and not final):
             return
         try:
-            detect_image_format(self._head, name="image")
+            detect_image_format(self._head, name="<bytes>")  # as zoo.io.read_image names an upload
         except ZooError as error:
             raise as_api_error(error, field="image") from None
 

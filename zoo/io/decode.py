@@ -70,6 +70,9 @@ _UNLABELLED_AXES = "QI"  # tifffile: unknown axis, sequence of pages
 _MAX_UNLABELLED_CHANNELS = 8
 #: Most pages a TIFF may have (cellzoo segments one 2-D plane, with a few channels).
 MAX_TIFF_PAGES = 1024
+#: Y × X summed over every page and plane of a file may reach this many times ``max_pixels``
+#: (an image of the largest size with this many channels), checked before decoding.
+MAX_PLANES = _MAX_UNLABELLED_CHANNELS
 
 
 # --------------------------------------------------------------------------- reading
@@ -114,9 +117,10 @@ def read_image(src: ImageSource, *, max_pixels: int | None = None) -> np.ndarray
 
     Args:
         src: a file path, or the file's bytes (as the HTTP service receives them).
-        max_pixels: refuse images with more than this many pixels: Y × X of the image,
-            and Y × X summed over every page and plane of a TIFF, checked from the headers
-            before any pixel data is decoded; None = no limit.
+        max_pixels: refuse images with more than this many pixels (Y × X), and TIFFs whose
+            pages and planes hold more than ``MAX_PLANES`` (8) times as many together (Y × X
+            summed over every page), checked from the headers before any pixel data is
+            decoded; None = no limit.
 
     Returns:
         ``(Y, X)`` or ``(Y, X, C)`` array, C-contiguous, in the stored dtype (uint8,
@@ -154,12 +158,14 @@ class _PixelLimit:
                 f"({self.limit / 1e6:.3g} megapixels)", pixels=y * x, limit=self.limit)
 
     def check_total(self, total: int) -> None:
-        """Refuse ``total`` pixels summed over every page and plane of a file."""
-        if self.limit is not None and total > self.limit:
+        """Refuse ``total`` pixels summed over every page and plane of a file: more than
+        the limit's image with ``MAX_PLANES`` channels could hold."""
+        budget = None if self.limit is None else self.limit * MAX_PLANES
+        if budget is not None and total > budget:
             raise ImageTooLargeError(
                 f"{self.name}: {total:,} pixels across its pages and planes, over the limit of "
-                f"{self.limit:,} ({self.limit / 1e6:.3g} megapixels)", pixels=total,
-                limit=self.limit)
+                f"{budget:,} ({MAX_PLANES} planes of {self.limit:,})", pixels=total,
+                limit=budget)
 
 
 def as_yxc(image: np.ndarray, *, channel_axis: int | None = None) -> np.ndarray:
