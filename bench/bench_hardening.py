@@ -281,6 +281,10 @@ def report(rows, warmed, after, timing, cases, errors_5xx, left, stop_s, cli) ->
          f"<= {TARGET_RATIO:g}"),
         ("processes left 10 s after SIGTERM to zoo serve", str(left), "0"),
         ("tracebacks from the CLI cases", str(sum(r["traceback"] for r in cli)), "0"),
+        ("CLI cases not failing in one line with exit 1",
+         str(sum(r["exit"] != 1 or r["error_lines"] != 1 for r in cli)), "0"),
+        ("CLI cases printing the HF_ENDPOINT password", str(sum(r["secret_shown"] for r in cli)),
+         "0"),
     ]
     for name, ours, bound in lines:
         print(f"{name:58s} {ours:>10s} {bound:>10s}")

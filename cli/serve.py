@@ -5,7 +5,7 @@ an environment variable naming this run (``CELLZOO_SERVE_RUN``) that every worke
 inherits; BentoML's workers sit in process groups of their own, so that name is how they
 are found. SIGTERM, SIGINT or SIGHUP to ``zoo serve`` is passed on as SIGTERM to
 ``bentoml serve`` and every worker at once (they shut down in parallel); whatever is still
-running ``GRACE_S`` seconds later is killed.
+running ``GRACE_S`` (5) seconds later is killed.
 ``bentoml serve`` also gets SIGTERM should ``zoo serve`` itself be killed (Linux).
 """
 
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Environment variable that marks every process of one ``zoo serve`` run.
 RUN_VARIABLE = "CELLZOO_SERVE_RUN"
 #: Seconds the server gets to stop after a signal before it is killed.
-GRACE_S = 6.0
+GRACE_S = 5.0
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 

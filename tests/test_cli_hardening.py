@@ -310,6 +310,18 @@ def test_credentials_in_hf_endpoint_are_never_printed(monkeypatch: pytest.Monkey
         listener.close()
     line = one_error_line(result, "org/registry", "http://***@127.0.0.1")
     assert "s3cr3t-pw" not in result.output + result.stderr and "alice" not in line
+    closed = _Listener()
+    port = closed.port
+    closed.close()  # nothing listens there now: connection refused, retried and logged
+    env = {**os.environ, "HF_ENDPOINT": f"http://alice:s3cr3t-pw@127.0.0.1:{port}"}
+    refused = subprocess.run([sys.executable, "-m", "zoo.cli", "list", "--remote",
+                              "org/registry"], capture_output=True, text=True, env=env,
+                             timeout=300)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "s3cr3t-pw" not in refused.stdout + refused.stderr and "alice" not in refused.stderr
+    line = refused.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "the Hub did not answer" in line, refused.stderr
+    assert f"http://***@127.0.0.1:{port}" in line and "no models.yaml" not in line
 
 
 def test_validate_refuses_the_symlink_pull_refuses(manifest: Path, tmp_path: Path) -> None:
