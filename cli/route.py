@@ -26,6 +26,9 @@ def route(
     channels: Annotated[str, typer.Option(help="Cytoplasm[,nucleus] channel indices.")] = "0",
     manifest: Annotated[Path | None, typer.Option(
         help="Use this models.yaml.")] = None,
+    bank: Annotated[Path | None, typer.Option(
+        help="Route with this style bank (zoo bank build) instead of the zoo's "
+             "(default: $ZOO_BANK).", show_default=False)] = None,
 ) -> None:
     """Print the model chosen for each image, with vote confidence, distance and OOD flag."""
     from zoo import io
@@ -35,7 +38,7 @@ def route(
     with errors_as_one_line():
         cyto, nucleus = parse_channels(channels)
         params = PredictParams(cyto_channel=cyto, nucleus_channel=nucleus)
-        zoo = open_zoo(manifest=manifest)
+        zoo = open_zoo(manifest=manifest, bank=bank)
         router = zoo.router  # fail early when the zoo has no router
     inputs = expand_inputs(paths)
     failures = list(inputs.unmatched)

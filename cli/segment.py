@@ -15,10 +15,10 @@ import typer
 
 from zoo.cli.app import app, fail
 from zoo.cli.batch import Failure, Outcome, Outputs, Record, Summary, SummaryError, plan
-from zoo.cli.common import errors_as_one_line, expand_inputs, open_zoo
-from zoo.io import OUTPUT_SUFFIXES
+from zoo.cli.common import errors_as_one_line, open_zoo
+from zoo.cli.large import TABLES, expand, outputs_for, suffixes
 
-FORMATS = tuple(OUTPUT_SUFFIXES)
+FORMATS = tuple(suffixes())
 
 
 @app.command()
@@ -48,12 +48,31 @@ def segment(
         show_default=False)] = None,
     manifest: Annotated[Path | None, typer.Option(
         help="Use this models.yaml (local only).")] = None,
+    bank: Annotated[Path | None, typer.Option(
+        help="Route with this style bank (zoo bank build) instead of the zoo's "
+             "(local only; default: $ZOO_BANK).", show_default=False)] = None,
+    # --- large images and Dask (zoo.cli.large) ---
+    dask: Annotated[str | None, typer.Option(
+        help="Run on Dask: 'local' starts a LocalCluster of --workers processes; "
+             "tcp://host:8786 uses a running cluster.", show_default=False)] = None,
+    max_memory: Annotated[str, typer.Option(
+        help="Memory per process (here, or each Dask worker). Larger images are segmented "
+             "in blocks that fit it.")] = "2GB",
+    block_size: Annotated[int | None, typer.Option(
+        help="Block side for the block path (default: from --max-memory).",
+        show_default=False)] = None,
+    table: Annotated[str, typer.Option(
+        help=f"Per-cell table of block-path images: {', '.join(TABLES)}.")] = "parquet",
 ) -> None:
     """Segment images; write <stem>_masks.tif (or --format), overlays and summary.csv into OUT.
 
     Images whose outputs already exist in OUT are skipped (resume) unless --overwrite.
     Outputs are named by file stem: a second input with a stem already taken fails.
     An unreadable image is reported and skipped; the exit code is 1 if any image failed.
+
+    Images too large for --max-memory whole (and every image with --format ome-zarr) are
+    segmented in blocks: a tiled BigTIFF or OME-Zarr, plus <stem>_cells.parquet; a killed
+    run resumes with the blocks that are missing. --dask spreads the work over a cluster.
     """
     from zoo.params import PredictParams
     from zoo.preprocess import parse_channels
@@ -63,12 +82,16 @@ def segment(
     workers = workers if workers is not None else os.cpu_count() or 2
     if workers < 1:
         fail(f"--workers must be >= 1, got {workers}")
+    if server and dask:
+        fail("--server and --dask exclude each other")
     with errors_as_one_line():
         cyto, nucleus = parse_channels(channels)
         params = PredictParams(diameter=diameter, cyto_channel=cyto, nucleus_channel=nucleus)
+        large = _large_options(dask, max_memory, block_size, table, backend=backend,
+                               manifest=manifest, bank=bank)
+    inputs = expand(paths)
+    outputs = outputs_for(out, fmt, overlay)
     _check_out(out)
-    inputs = expand_inputs(paths)
-    outputs = Outputs(out, fmt, overlay)
     work = plan(inputs.images, outputs, overwrite=overwrite)
     failures = [Failure(Path(p), "no such file or folder, and no file matches it")
                 for p in inputs.unmatched] + work.clashes
@@ -81,11 +104,12 @@ def segment(
         form = RemoteParams(model=model, channels=channels, diameter=diameter)
         outcomes = _remote(server, work.todo, outputs, form, workers=workers)
     else:
-        from zoo.cli.batch import segment_local
+        from zoo.cli.large import segment_images
 
-        zoo = _zoo(model, backend, manifest, check=bool(work.todo))
-        outcomes = segment_local(zoo, work.todo, outputs=outputs, model=model, params=params,
-                                 workers=workers)
+        zoo = _zoo(model, check=bool(work.todo), manifest=manifest, backend=backend, bank=bank)
+        outcomes = _one_line(segment_images(work.todo, outputs=outputs, model=model,
+                                            params=params, workers=workers, options=large,
+                                            zoo=lambda: zoo))
     try:
         records = _collect(outcomes, len(work.todo), out, failures)
     except SummaryError as error:
@@ -113,13 +137,28 @@ def _check_out(out: Path) -> None:
         fail(f"--out {out}: cannot write into the folder ({error.strerror or error})")
 
 
-def _zoo(model: str, backend: str | None, manifest: Path | None, *, check: bool):
+def _one_line(outcomes: Iterator[Outcome]) -> Iterator[Outcome]:
+    """Errors that stop the whole run (a cluster that does not answer) as one line."""
+    with errors_as_one_line():
+        yield from outcomes
+
+
+def _large_options(dask, max_memory, block_size, table, **options):
+    from zoo.cli.large import parse_options
+    from zoo.settings import Settings
+
+    settings = Settings.from_env(**options)
+    return parse_options(dask=dask, max_memory=max_memory, block_size=block_size, table=table,
+                         settings=settings)
+
+
+def _zoo(model: str, *, check: bool, **options: object):
     """The local zoo; with ``check``, fail now, in one line, on an unknown model or a zoo
     without a router, rather than once per image."""
     from zoo import jit
 
     with errors_as_one_line():
-        zoo = open_zoo(manifest=manifest, backend=backend)
+        zoo = open_zoo(**options)
         if check and not jit.is_compiled(zoo.settings.home):
             typer.echo("preparing cellzoo's post-processing for this machine "
                        "(first run only: numba compiles it once)…", err=True)

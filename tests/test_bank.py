@@ -11,7 +11,7 @@ import tifffile
 from cli_images import local_zoo_env
 from typer.testing import CliRunner
 
-from zoo.bank import build_bank, import_style_choice, load_bank, route_image, thumbnail
+from zoo.bank import build_bank, import_style_choice, load_bank, thumbnail
 from zoo.cli.main import app
 from zoo.cluster import nearest_other_distances
 from zoo.data.synthetic import generate, sample_seed
@@ -79,11 +79,13 @@ def test_bank_build_cli_writes_one_cluster_per_model(home: Path, tmp_path: Path)
     styles, _ = embed_many(zoo.predictor("cpnet.generalist"), images)
     assert np.abs(styles - bank.vectors).max() < 1e-5
 
-    # routing embeds a query exactly as the references were: a reference image finds itself
-    # (distance 0, its own name first among the neighbours), in its model's cluster
+    # routing with the bank (ZOO_BANK) embeds a query exactly as the references were: a
+    # reference image finds itself (distance 0, its own name first among the neighbours), in
+    # its model's cluster, through the same pipeline as --model auto
+    routed = Zoo(settings=Settings.from_env(bank=out))
     for model, folder in dirs.items():
         image = tifffile.imread(sorted(folder.glob("*.tif"))[0])
-        route = route_image(zoo, bank, image)
+        route = routed.route(image)
         assert route.distance < 1e-3 and not route.ood
         assert route.neighbours[0].ref == f"{model}/{sorted(folder.glob('*.tif'))[0].name}"
         assert bank.names[route.neighbours[0].cluster] == model

@@ -70,7 +70,7 @@ def test_bring_your_own_models_commands_run(tmp_path: Path, monkeypatch: pytest.
     runner = CliRunner()
     with local_zoo_env(tmp_path / "home"):
         for command in commands:
-            result = runner.invoke(app, shlex.split(command)[1:])
+            result = runner.invoke(app, shlex.split(command, comments=True)[1:])
             assert result.exit_code == 0, f"{command}\n{result.output}"
         assert sorted(p.name for p in (work / "masks").glob("*_masks.tif")) == [
             "img_0_masks.tif", "img_1_masks.tif"]
@@ -79,7 +79,7 @@ def test_bring_your_own_models_commands_run(tmp_path: Path, monkeypatch: pytest.
             code = textwrap.dedent(block)
             exec(compile(code, "README.md (Bring your own models)", "exec"), namespace)
             assert namespace["result"].prediction.labels.shape == (160, 160)
-            assert namespace["route"].model in {"cp-small", "cpnet.cyto", "cpnet.generalist"}
+            assert namespace["result"].route.model in {"cp-small", "cpnet.cyto", "cpnet.generalist"}
 
 
 def _bench_module():

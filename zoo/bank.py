@@ -164,29 +164,6 @@ def embedder(predictor, params: PredictParams | None = None,
     return embed_images, embed.to_dict()
 
 
-def route_image(zoo, bank: StyleBank, image: np.ndarray,
-                params: PredictParams | None = None):
-    """Route ``image`` with ``bank``: the style pass of the bank's embedding model, with the
-    ``EmbedParams`` the bank records, then its k-NN vote (out of distribution: the embedding
-    model). ``zoo`` is a ``zoo.pipeline.Zoo`` whose registry holds the bank's models.
-
-    Returns:
-        The ``zoo.router.RouteResult`` (its ``model`` is one of the bank's models).
-    """
-    from zoo.embedding import style_pass
-    from zoo.router import Router
-
-    model = bank.embedding.get("model")
-    if not model:
-        raise ZooError("the bank does not name its embedding model (embedding.model)")
-    embed = EmbedParams(**{k: v for k, v in bank.embedding.items()
-                           if k in ("tile", "n_tiles")})
-    params = params or PredictParams()
-    predictor = zoo.predictor(model)
-    style = style_pass(predictor, predictor.prepare(image, params), params, embed).style
-    return Router(bank, generalist=model).route_style(style)
-
-
 # ---- Cellpose 2.x style_choice.npy ----------------------------------------------------------
 
 

@@ -138,18 +138,31 @@ class Zoo:
     # ---- routing --------------------------------------------------------------------------
 
     def _router(self) -> tuple[Router, str, EmbedParams]:
-        """The router, the name of the model its bank's styles come from, and how."""
+        """The router, the name of the model its bank's styles come from, and how.
+
+        The bank is ``settings.bank`` when set (its embedding model is the fallback for
+        out-of-distribution images), else the style bank of the registry's generalist.
+        """
         with self._lock:
             if self._routing is None:
-                entries = [e for e in self.registry.list() if e.style_bank]
-                if not entries:
-                    raise ZooError("no model in the registry has a style bank: routing needs one")
-                entry = entries[0]
-                bank = StyleBank.load(self.registry.resolve(entry.ref).style_bank)
-                embed = EmbedParams(**{k: v for k, v in bank.embedding.items() if k != "model"})
-                embedder = self.name(bank.embedding.get("model", entry.name))
-                self._routing = (Router(bank, generalist=entry.name), embedder, embed)
+                bank, fallback = self._bank()
+                embed = EmbedParams(**{k: v for k, v in bank.embedding.items()
+                                       if k in ("tile", "n_tiles")})
+                embedder = self.name(bank.embedding.get("model", fallback))
+                self._routing = (Router(bank, generalist=fallback), embedder, embed)
             return self._routing
+
+    def _bank(self) -> tuple[StyleBank, str]:
+        if self.settings.bank is not None:
+            bank = StyleBank.load(self.settings.bank)
+            if not bank.embedding.get("model"):
+                raise ZooError(f"{self.settings.bank}: the bank does not name its embedding "
+                               "model (embedding.model)")
+            return bank, self.name(bank.embedding["model"])
+        entries = [e for e in self.registry.list() if e.style_bank]
+        if not entries:
+            raise ZooError("no model in the registry has a style bank: routing needs one")
+        return StyleBank.load(self.registry.resolve(entries[0].ref).style_bank), entries[0].name
 
     @property
     def router(self) -> Router:

@@ -214,14 +214,16 @@ class Predictor:
         outputs, styles = [], []
         for first in range(0, len(tiles), params.batch_size):
             batch = tiles[first : first + params.batch_size]
-            out, style = self._run_batch(batch, params.augment)
+            out, style = self.run_tiles(batch, params.augment)
             outputs.append(out)
             styles.append(style)
         maps = stitch_tiles(np.concatenate(outputs), grid, overlap=params.tile_overlap)
         style = np.concatenate(styles).mean(axis=0)
         return maps, (style / max(float(np.linalg.norm(style)), 1e-12)).astype(np.float32)
 
-    def _run_batch(self, batch: np.ndarray, augment: bool) -> tuple[np.ndarray, np.ndarray]:
+    def run_tiles(self, batch: np.ndarray, augment: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The runner on a batch ``(B, C_in, T, T)``: maps ``(B, 3, T, T)`` and styles
+        ``(B, style_dim)``; with ``augment``, the mean over the four flips (flows un-flipped)."""
         if not augment:
             return self.runner.run(batch)
         outs, styles = [], []

@@ -39,16 +39,32 @@ def select_channels(
     return stack
 
 
-def normalize(stack: np.ndarray, lower: float = 1.0, upper: float = 99.0) -> np.ndarray:
+def normalize(
+    stack: np.ndarray,
+    lower: float = 1.0,
+    upper: float = 99.0,
+    *,
+    bounds: tuple[tuple[float, float], ...] | None = None,
+) -> np.ndarray:
     """Percentile-normalise each channel of ``(C, Y, X)`` so ``lower``→0 and ``upper``→1.
 
-    Flat channels (upper percentile == lower) become zeros. Non-finite values raise.
+    Args:
+        stack: the channels, any real dtype.
+        lower: percentile mapped to 0.
+        upper: percentile mapped to 1.
+        bounds: per-channel ``(low, high)`` values to use instead of this stack's own
+            percentiles (a block of a large image, normalised as the whole image is).
+
+    Flat channels (high == low) become zeros. Non-finite values raise.
     """
     if not np.all(np.isfinite(stack)):
         raise InvalidImageError("image contains NaN or infinite values")
     out = np.empty_like(stack, dtype=np.float32)
     for c, channel in enumerate(stack):
-        lo, hi = np.percentile(channel, [lower, upper])
+        if bounds is None:
+            lo, hi = np.percentile(channel, [lower, upper])
+        else:
+            lo, hi = np.float64(bounds[c][0]), np.float64(bounds[c][1])
         out[c] = (channel - lo) / (hi - lo) if hi > lo else 0.0
     return out
 

@@ -6,7 +6,7 @@ it: an override that is None ("not given") leaves the environment's value. Nothi
 at import time: call ``Settings.from_env()`` where a program starts.
 
 The variables: ``ZOO_HOME``, ``ZOO_BACKEND``, ``ZOO_DEVICE``, ``ZOO_PRECISION``,
-``ZOO_MANIFEST``, and ``ZOO_OFFLINE`` or ``HF_HUB_OFFLINE``.
+``ZOO_MANIFEST``, ``ZOO_BANK``, and ``ZOO_OFFLINE`` or ``HF_HUB_OFFLINE``.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ class Settings:
         offline: never contact a remote (``ZOO_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``).
         manifest: a ``models.yaml`` that replaces the shipped zoo (``ZOO_MANIFEST``);
             None: the shipped zoo. The user's zoo under ``home`` is stacked on either.
+        bank: a style bank that routes ``auto`` instead of the registry's (``ZOO_BANK``;
+            e.g. one built by ``zoo bank build`` over imported models); None: the bank of
+            the registry's generalist.
     """
 
     backend: Backend = "torch"
@@ -49,6 +52,7 @@ class Settings:
     home: Path = field(default_factory=lambda: _default_home(os.environ))
     offline: bool = False
     manifest: Path | None = None
+    bank: Path | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in ("torch", "onnx"):
@@ -58,8 +62,9 @@ class Settings:
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise InvalidParamsError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         object.__setattr__(self, "home", Path(self.home).expanduser())
-        if self.manifest is not None:
-            object.__setattr__(self, "manifest", Path(self.manifest).expanduser())
+        for name in ("manifest", "bank"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)).expanduser())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -80,7 +85,7 @@ class Settings:
         values: dict[str, object] = {}
         for name, key in (("backend", "ZOO_BACKEND"), ("device", "ZOO_DEVICE"),
                           ("precision", "ZOO_PRECISION"), ("home", "ZOO_HOME"),
-                          ("manifest", "ZOO_MANIFEST")):
+                          ("manifest", "ZOO_MANIFEST"), ("bank", "ZOO_BANK")):
             if env.get(key):
                 values[name] = env[key]
         if "home" not in values:
