@@ -69,3 +69,19 @@ def test_a_signal_to_zoo_serve_stops_every_process(tmp_path: Path, signum: int,
         if process.poll() is None:
             process.kill()
         kill_all(marked(SERVER_VARIABLE, server))
+
+
+def test_the_session_check_finds_a_detached_process() -> None:
+    """What ``pytest_sessionfinish`` (tests/conftest.py) looks for: a process a test started
+    in a session of its own, which no process-group kill would reach, carries the run's
+    mark and is found by it."""
+    from tests.serving import SESSION_VARIABLE
+
+    run = os.environ[SESSION_VARIABLE]
+    orphan = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        assert orphan.pid in [p.pid for p in marked(SESSION_VARIABLE, run)]
+    finally:
+        orphan.kill()
+        orphan.wait()
+    assert orphan.pid not in [p.pid for p in wait_gone(SESSION_VARIABLE, run, timeout=5)]
