@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench bento wheel clean
+.PHONY: install demo test bench docs bento wheel clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ test: install
 bench: install
 	$(BIN)/python bench/bench_flows.py
 	$(BIN)/python bench/bench_predict.py
+	$(BIN)/python docs/render.py
+
+docs: install
+	$(BIN)/python docs/render.py
 
 wheel: install
 	rm -rf dist && $(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist . && rm -rf build

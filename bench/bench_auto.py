@@ -17,18 +17,17 @@ Target (issue #10): auto ≤ 1.2× a named model. Results go to bench/results/au
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _results import Column, Run, Table  # noqa: E402
+
 from zoo.backends import make_runner  # noqa: E402
 from zoo.data.synthetic import generate  # noqa: E402
 from zoo.io import read_image  # noqa: E402
@@ -66,6 +65,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--home", type=Path, default=ROOT / ".bench-home")
     args = parser.parse_args()
+    run = Run("auto", "What --model auto costs over naming the model it picks", vars(args))
     settings = Settings.from_env(home=args.home, device="cpu")
     runners: dict[str, CountingRunner] = {}
 
@@ -74,11 +74,16 @@ def main() -> None:
         return runners[ref]
 
     zoo = Zoo(settings=settings, runners=counting)
-    rows = []
-    print(f"auto against the model it picks, CPU, {torch.get_num_threads()} threads, median of "
-          f"{args.repeats}, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'image':>18} {'model':>18} | {'auto Mpx':>8} {'named Mpx':>9} {'ratio':>6} | "
-          f"{'auto s':>7} {'named s':>7} {'ratio':>6} | target ≤ {TARGET}")
+    table = Table([
+        Column("image", "image"), Column("model", "model"),
+        Column("auto_network_mpx", "auto network Mpx", ".3f"),
+        Column("named_network_mpx", "named network Mpx", ".3f"),
+        Column("network_ratio", "network ratio", ".2f", "×"),
+        Column("auto_s", "auto", ".3f", " s"), Column("named_s", "named", ".3f", " s"),
+        Column("time_ratio", "time ratio", ".2f", "×"), Column("target", f"≤ {TARGET}×"),
+    ], title=f"auto against the model it picks, CPU, {torch.get_num_threads()} threads, "
+             f"median of {args.repeats}")  # fmt: skip
+    print(f"{table.title}, load average {os.getloadavg()[0]:.1f}")
     for name, image in images(args.sizes):
         model = zoo.segment(image, params=PARAMS).model  # warm-up, and the pick
         zoo.segment(image, model=model, params=PARAMS)
@@ -91,25 +96,17 @@ def main() -> None:
                 seconds[method].append(time.perf_counter() - start)
                 if repeat == 0:
                     pixels[method] = sum(r.pixels for r in runners.values()) - before
-        row = {"image": name, "shape": list(image.shape), "model": model,
-               "auto_network_mpx": pixels["auto"] / 1e6, "named_network_mpx": pixels["named"] / 1e6,
-               "network_ratio": pixels["auto"] / pixels["named"],
-               "auto_s": float(np.median(seconds["auto"])),
-               "named_s": float(np.median(seconds["named"]))}
-        row["time_ratio"] = row["auto_s"] / row["named_s"]
-        rows.append(row)
-        print(f"{name:>18} {model:>18} | {row['auto_network_mpx']:>8.3f} "
-              f"{row['named_network_mpx']:>9.3f} {row['network_ratio']:>5.2f}x | "
-              f"{row['auto_s']:>7.3f} {row['named_s']:>7.3f} {row['time_ratio']:>5.2f}x | "
-              f"{'PASS' if row['time_ratio'] <= TARGET else 'FAIL'}")
-    out = ROOT / "bench" / "results" / "auto.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "benchmark": "auto", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "torch": torch.__version__, "load_average": os.getloadavg()[0]},
-        "command": " ".join(sys.argv), "target": TARGET, "rows": rows}, indent=1) + "\n")
-    print(f"wrote {out.relative_to(ROOT)}")
+        auto_s, named_s = float(np.median(seconds["auto"])), float(np.median(seconds["named"]))
+        table.add(image=name, model=model, auto_network_mpx=pixels["auto"] / 1e6,
+                  named_network_mpx=pixels["named"] / 1e6,
+                  network_ratio=pixels["auto"] / pixels["named"], auto_s=auto_s,
+                  named_s=named_s, time_ratio=auto_s / named_s,
+                  target="PASS" if auto_s / named_s <= TARGET else "FAIL")
+        print(table.markdown().splitlines()[-1])
+    print("\n" + table.markdown())
+    ratios = [row["time_ratio"] for row in table.rows]
+    run.write({"main": table}, {"target": TARGET, "worst_time_ratio": max(ratios),
+                                "passed": max(ratios) <= TARGET})
 
 
 if __name__ == "__main__":

@@ -23,15 +23,14 @@ Usage:
 
 Both sides run on ``--threads`` threads (2). Seconds per image are medians over
 ``--repeats``; agreement is AP at IoU 0.9 of our masks against cellpose's (``zoo.metrics``),
-per image. Prints the table and writes bench/results/cellpose_import.json.
+per image. Prints the table and writes bench/results/cellpose_import.json (docs/render.py
+renders the README's table from it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _results import Column, Run, Table
 
 from zoo.data.synthetic import generate, sample_seed
 from zoo.importers.cellpose import import_checkpoint, to_cellpose_state_dict
@@ -56,7 +56,6 @@ BENCH = Path(__file__).resolve().parent
 CELLPOSE_PYTHON = BENCH / ".venv-cellpose" / "bin" / "python"
 SIDE = BENCH / "_cellpose_side.py"
 CACHE = BENCH / ".cellpose-import"
-RESULTS = BENCH / "results" / "cellpose_import.json"
 FULL = (2, 32, 64, 128, 256)
 STYLES = ("nuclei", "cyto", "tissue", "phase")
 NAME = "cellpose-bench"
@@ -164,8 +163,9 @@ def main() -> None:
     args = parser.parse_args()
     if not CELLPOSE_PYTHON.exists():
         raise SystemExit("no bench/.venv-cellpose: run `bash bench/setup_cellpose.sh` first")
+    run = Run("cellpose_import", "An imported Cellpose checkpoint end to end against cellpose "
+              "3.1.1.2 on the same images", vars(args))
     torch.set_num_threads(args.threads)
-    load_start = os.getloadavg()[0]
     if args.checkpoint is not None:
         checkpoint, trained = args.checkpoint, {"given": str(args.checkpoint)}
     else:
@@ -201,7 +201,7 @@ def main() -> None:
     for row in rows:
         row["speedup"] = cellpose_mean / row["seconds_per_image"]
         row["passed"] = bool(row["speedup"] >= SPEED_TARGET and row["min_ap90"] >= AGREEMENT_TARGET)
-    results = {
+    summary = {
         "checkpoint": {"file": checkpoint.name, "nbase": list(FULL) if args.checkpoint is None
                        else None, "bytes": checkpoint.stat().st_size,
                        "training": {k: v for k, v in trained.items() if k != "checkpoint"}},
@@ -211,31 +211,32 @@ def main() -> None:
                      "eval": ref, "call": "CellposeModel.eval(image, diameter=D, channels=[0, 0])"},
         "ours": rows,
         "targets": {"speedup": SPEED_TARGET, "ap90": AGREEMENT_TARGET},
-        "machine": {"cpus": os.cpu_count(), "threads": args.threads,
-                    "load_average": [load_start, os.getloadavg()[0]],
-                    "python": platform.python_version(), "torch": torch.__version__},
-        "date": time.strftime("%Y-%m-%d"),
+        "threads": args.threads,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    print(table(results))
+    result = results_table(summary)
+    print(result.title + "\n\n" + result.markdown())
+    run.write({"main": result}, summary)
 
 
-def table(results: dict) -> str:
-    """The README table of a results JSON (bench/results/cellpose_import.json)."""
-    cp = results["cellpose"]["seconds_per_image"]
-    images = results["images"]
-    lines = [f"{images['count']} synthetic {images['size']}² images, Cellpose-width CPnet "
-             f"({results['checkpoint']['bytes'] / 1e6:.1f} MB), {results['machine']['threads']} "
-             f"threads; cellpose 3.1.1.2 `CellposeModel.eval`: {cp:.2f} s/image",
-             "",
-             "| ours | s/image | cellpose s/image | speed-up | AP@0.9 vs cellpose (min / mean) | target met |",
-             "| --- | ---: | ---: | ---: | ---: | --- |"]
-    for row in results["ours"]:
-        lines.append(f"| {row['config']} | {row['seconds_per_image']:.2f} | {cp:.2f} | "
-                     f"{row['speedup']:.2f}× | {row['min_ap90']:.3f} / {row['mean_ap90']:.3f} | "
-                     f"{'yes' if row['passed'] else 'no'} |")
-    return "\n".join(lines)
+def results_table(summary: dict) -> Table:
+    """Each configuration of ours against cellpose: seconds per image, speed-up, agreement."""
+    images, cp = summary["images"], summary["cellpose"]["seconds_per_image"]
+    table = Table([
+        Column("config", "ours"), Column("seconds_per_image", "s/image", ".2f"),
+        Column("cellpose_seconds_per_image", "cellpose s/image", ".2f"),
+        Column("speedup", "speed-up", ".2f", "×"),
+        Column("min_ap90", "AP@0.9 vs cellpose, min", ".3f"),
+        Column("mean_ap90", "AP@0.9 vs cellpose, mean", ".3f"),
+        Column("target", f"≥ {SPEED_TARGET:g}× at AP@0.9 ≥ {AGREEMENT_TARGET:g}"),
+    ], title=f"{images['count']} synthetic {images['size']}² images, Cellpose-width CPnet "
+             f"({summary['checkpoint']['bytes'] / 1e6:.1f} MB), {summary['threads']} threads; "
+             "cellpose 3.1.1.2 `CellposeModel.eval`")  # fmt: skip
+    for row in summary["ours"]:
+        table.add(config=row["config"], seconds_per_image=row["seconds_per_image"],
+                  cellpose_seconds_per_image=cp, speedup=row["speedup"],
+                  min_ap90=row["min_ap90"], mean_ap90=row["mean_ap90"],
+                  target="met" if row["passed"] else "not met")
+    return table
 
 
 if __name__ == "__main__":

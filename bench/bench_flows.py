@@ -18,7 +18,7 @@ same labels:
 Ours runs in this process after a warm-up; cellpose runs in bench/.venv-cellpose through
 bench/_cellpose_ref.py, also warmed up. Timings are medians over ``--repeats`` (default 3
 up to 2048², 1 above). Mask agreement is AP at IoU 0.9 (``zoo.metrics``). The table and the
-pass/fail of each target are printed and written to bench/results/flows.{md,json}.
+pass/fail of each target are printed and written to bench/results/flows.json.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -37,13 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _results import RESULTS_DIR, Column, Run, Table
 
 from zoo.data.shapes import ShapeParams, random_labels
 
 BENCH_DIR = Path(__file__).resolve().parent
 CELLPOSE_PYTHON = BENCH_DIR / ".venv-cellpose" / "bin" / "python"
 CELLPOSE_SCRIPT = BENCH_DIR / "_cellpose_ref.py"
-RESULTS_DIR = BENCH_DIR / "results"
 
 # ~2,400 touching cells at 2048² (about 1,750 px per cell); the same density at every size.
 CELLS = ShapeParams(diameter=40.0, density=0.82)
@@ -237,47 +236,36 @@ def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
     return "—" if value is None else f"{value:{spec}}{suffix}"
 
 
-def render_table(results: list[SizeResult]) -> str:
-    header = (
-        "| size | n_cells | ours masks→flows s | cellpose masks→flows s | speed-up "
-        "| ours flows→masks s | cellpose flows→masks s | speed-up "
-        "| AP@0.9 ours vs cellpose | AP@0.9 ours vs truth | AP@0.9 cellpose vs truth |"
-    )
-    lines = [header, "|" + "---:|" * 11]
+def results_table(results: list[SizeResult]) -> Table:
+    """One row per size: medians in seconds, speed-ups (cellpose / ours), AP at IoU 0.9."""
+    table = Table([
+        Column("size", "size", "d", "²"), Column("n_cells", "cells", ","),
+        Column("ours_masks_to_flows_s", "ours masks→flows", ".3f", " s"),
+        Column("cellpose_masks_to_flows_s", "cellpose masks→flows", ".2f", " s"),
+        Column("masks_to_flows_speedup", "speed-up", ".1f", "×"),
+        Column("ours_flows_to_masks_s", "ours flows→masks", ".3f", " s"),
+        Column("cellpose_flows_to_masks_s", "cellpose flows→masks", ".2f", " s"),
+        Column("flows_to_masks_speedup", "speed-up", ".1f", "×"),
+        Column("ap90_ours_vs_cellpose", "AP@0.9 ours vs cellpose", ".3f"),
+        Column("ap90_ours_vs_truth", "AP@0.9 ours vs truth", ".3f"),
+        Column("ap90_cellpose_vs_truth", "AP@0.9 cellpose vs truth", ".3f"),
+    ], title="masks → flows and flows → masks (flow QC on), medians")  # fmt: skip
     for row in results:
-        cells = [
-            f"{row.size}²",
-            str(row.n_cells),
-            _fmt(row.ours_masks_to_flows_s, ".3f"),
-            _fmt(row.cellpose_masks_to_flows_s, ".3f"),
-            _fmt(row.masks_to_flows_speedup, ".1f", "x"),
-            _fmt(row.ours_flows_to_masks_s, ".3f"),
-            _fmt(row.cellpose_flows_to_masks_s, ".3f"),
-            _fmt(row.flows_to_masks_speedup, ".1f", "x"),
-            _fmt(row.ap90_ours_vs_cellpose, ".3f"),
-            _fmt(row.ap90_ours_vs_truth, ".3f"),
-            _fmt(row.ap90_cellpose_vs_truth, ".3f"),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        table.add(**{c.key: getattr(row, c.key) for c in table.columns})
+    return table
 
 
-def render_stages(results: list[SizeResult]) -> str:
+def stages_table(results: list[SizeResult]) -> Table:
     """cellpose's flows -> masks split into its stages (medians, seconds)."""
-    rows = [r for r in results if r.cellpose_detail]
-    if not rows:
-        return ""
-    lines = [
-        "| size | follow_flows | get_masks | flow QC | fill holes + min size | total |",
-        "|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        d = row.cellpose_detail
-        stages = ["follow_flows", "get_masks", "flow_qc", "fill_holes", "flows_to_masks"]
-        lines.append(
-            f"| {row.size}² | " + " | ".join(f"{d[s + '_median_s']:.3f}" for s in stages) + " |"
-        )
-    return "cellpose flows→masks by stage (s):\n\n" + "\n".join(lines)
+    stages = ["follow_flows", "get_masks", "flow_qc", "fill_holes", "flows_to_masks"]
+    labels = ["follow_flows", "get_masks", "flow QC", "fill holes + min size", "total"]
+    table = Table([Column("size", "size", "d", "²")]
+                  + [Column(s, label, ".3f", " s") for s, label in zip(stages, labels)],
+                  title="cellpose flows→masks by stage")
+    for row in results:
+        if row.cellpose_detail:
+            table.add(size=row.size, **{s: row.cellpose_detail[s + "_median_s"] for s in stages})
+    return table
 
 
 def render_targets(targets: list[Target]) -> str:
@@ -298,59 +286,28 @@ def render_targets(targets: list[Target]) -> str:
     return "\n".join(lines)
 
 
-def machine_info() -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "numpy": np.__version__,
-    }
-    try:
-        import numba
-
-        info["numba"], info["numba_threads"] = numba.__version__, numba.get_num_threads()
-    except ImportError:
-        pass
-    if "torch" in sys.modules:
-        torch = sys.modules["torch"]
-        info["torch"], info["torch_threads"] = torch.__version__, torch.get_num_threads()
-    return info
-
-
-def build_report(results: list[SizeResult], targets: list[Target]) -> tuple[str, dict[str, Any]]:
-    """The markdown report and the JSON payload of the sizes measured so far."""
-    info = machine_info()
-    parts = [
-        "## Flows: ours vs cellpose 3.1.1.2 (CPU)",
-        render_table(results),
-        render_stages(results),
-        render_targets(targets),
-        f"Machine: {info['cpu_count']} CPUs, numba threads {info.get('numba_threads', '?')}, "
-        f"{info['platform']}; {info['date']}. Medians of the repeats; "
-        "flows→masks has flow QC on (flow_threshold=0.4), niter=200, min_size=15.",
-    ]
-    payload = {
-        "machine": info,
+def write_results(run: Run, results: list[SizeResult], targets: list[Target],
+                  out_dir: Path) -> str:
+    """Write bench/results/flows.json for the sizes measured so far; return the printout."""
+    tables = {"main": results_table(results), "stages": stages_table(results)}
+    versions = next((r.cellpose_detail["versions"] for r in results if r.cellpose_detail), None)
+    summary = {
         "cells": asdict(CELLS),
-        "params": FLOW_PARAMS,
-        "results": [
-            {
-                **asdict(row),
-                "masks_to_flows_speedup": row.masks_to_flows_speedup,
-                "flows_to_masks_speedup": row.flows_to_masks_speedup,
-            }
-            for row in results
-        ],
+        "flow_params": FLOW_PARAMS,
+        "reference": None if versions is None else f"cellpose {versions['cellpose']}",
+        "reference_versions": versions,
         "targets": [{**asdict(t), "passed": t.passed} for t in targets],
+        "runs": [{"size": r.size, "ours": r.ours_runs,
+                  "cellpose": {k: v for k, v in r.cellpose_detail.items()
+                               if k.endswith("_s") or k.startswith("peak")}}
+                 for r in results],
     }
-    return "\n\n".join(part for part in parts if part), payload
-
-
-def write_results(markdown: str, payload: dict[str, Any], out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "flows.md").write_text(markdown + "\n")
-    (out_dir / "flows.json").write_text(json.dumps(payload, indent=2) + "\n")
+    run.write(tables, summary, out_dir=out_dir)
+    parts = [tables["main"].markdown()]
+    if tables["stages"].rows:
+        parts.append("cellpose flows→masks by stage:\n\n" + tables["stages"].markdown())
+    parts.append(render_targets(targets))
+    return "\n\n".join(parts)
 
 
 def parse_args() -> argparse.Namespace:
@@ -364,7 +321,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--skip-cellpose", action="store_true", help="time ours only (no reference venv needed)"
     )
-    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="flows.md/.json here")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="flows.json here")
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target fails")
     args = parser.parse_args()
     if args.repeats is not None and args.repeats < 1:
@@ -383,6 +340,7 @@ def main() -> int:
             "(or pass --skip-cellpose to time ours only)."
         )
         return 2
+    run = Run("flows", "Flows: ours against cellpose 3.1.1.2, CPU", vars(args))
     modules = _import_ours()
     warm_up_ours(modules[0])
     results: list[SizeResult] = []
@@ -398,11 +356,10 @@ def main() -> int:
                     with_cellpose=not args.skip_cellpose,
                 )
             )
-            markdown, payload = build_report(results, check_targets(results))
-            write_results(markdown, payload, args.out_dir)  # after each size: a kill keeps rows
-    print(markdown)
-    _log(f"written: {args.out_dir / 'flows.md'}, {args.out_dir / 'flows.json'}")
-    targets = check_targets(results)
+            targets = check_targets(results)
+            # after each size: a kill keeps the rows measured so far
+            printout = write_results(run, results, targets, args.out_dir)
+    print(printout)
     failed = any(t.required and t.passed is False for t in targets)
     return 1 if args.strict and failed else 0
 

@@ -16,7 +16,7 @@ Each worker warms up on a small image, loads the labels and builds cellprob (the
 then resets the peak RSS (``/proc/self/clear_refs``) before each stage, so a stage's peak
 is its own. The table gives, per stage, the peak RSS, the peak above the baseline and the
 seconds, with the input's size for context. It is also written to
-bench/results/flows_memory.{md,json}.
+bench/results/flows_memory.json.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _results import Column, Run, Table
 from _rss import current_rss_mb, peak_rss_mb, reset_peak
 from bench_flows import CELLPOSE_PYTHON, CELLPOSE_SCRIPT, FLOW_PARAMS, RESULTS_DIR, cellprob_for
 
@@ -95,35 +96,34 @@ def _run_cellpose(labels_path: Path, work_dir: Path) -> dict[str, Any]:
     return json.loads(json_path.read_text())["images"][0]
 
 
-def render(records: dict[str, dict[str, Any]], *, size: int, n_cells: int, input_mb: float) -> str:
-    lines = [
-        f"## Flows memory: {size}², {n_cells} cells "
-        f"(labels int32 {input_mb:.0f} MB, flows float32 {2 * input_mb:.0f} MB)",
-        "",
-        "| implementation | stage | seconds | peak RSS MB | peak above baseline MB "
-        "| baseline RSS MB |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
+def memory_table(records: dict[str, dict[str, Any]], *, size: int, n_cells: int) -> Table:
+    """Per implementation and stage: seconds, peak RSS, peak above the baseline."""
+    table = Table([
+        Column("implementation", "implementation"), Column("stage", "stage"),
+        Column("seconds", "seconds", ".1f", " s"),
+        Column("peak_rss_mb", "peak RSS", ",.0f", " MB"),
+        Column("above_baseline_mb", "peak above baseline", ",.0f", " MB"),
+        Column("baseline_rss_mb", "baseline RSS", ",.0f", " MB"),
+    ], title=f"{size}², {n_cells:,} cells")  # fmt: skip
     for name, record in records.items():
         baseline = record["baseline_rss_mb"]
         for stage in STAGES:
             peak = record["peak_rss_mb"][stage]
-            lines.append(
-                f"| {name} | {stage.replace('_to_', '→')} | {record[stage + '_median_s']:.2f} "
-                f"| {peak:.0f} | {peak - baseline:.0f} | {baseline:.0f} |"
-            )
+            table.add(implementation=name, stage=stage.replace("_to_", "→"),
+                      seconds=record[stage + "_median_s"], peak_rss_mb=peak,
+                      above_baseline_mb=peak - baseline, baseline_rss_mb=baseline)
+    return table
+
+
+def footnote(records: dict[str, dict[str, Any]], *, input_mb: float) -> str:
     per_stage = all(r.get("peak_rss_per_stage") for r in records.values())
-    lines += [
-        "",
-        "Each implementation ran in its own process; the baseline is its RSS after imports, "
+    return (
+        f"Labels int32 {input_mb:.0f} MB, flows float32 {2 * input_mb:.0f} MB. Each "
+        "implementation ran in its own process; the baseline is its RSS after imports, "
         "warm-up, loading the labels and building cellprob. "
-        + (
-            "Peaks were reset before each stage."
-            if per_stage
-            else "Peaks could not be reset: a stage's peak includes earlier stages."
-        ),
-    ]
-    return "\n".join(lines)
+        + ("Peaks were reset before each stage." if per_stage
+           else "Peaks could not be reset: a stage's peak includes earlier stages.")
+    )
 
 
 def main() -> int:
@@ -135,6 +135,8 @@ def main() -> int:
     parser.add_argument("--with-cellpose", action="store_true", help="also run cellpose (slow)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
+    run = Run("flows_memory", "Flows: peak memory on one large image, ours against cellpose "
+              "3.1.1.2", vars(args))
     if args.with_cellpose and not CELLPOSE_PYTHON.exists():
         _log(
             f"The cellpose reference venv is missing ({CELLPOSE_PYTHON}).\n"
@@ -154,12 +156,12 @@ def main() -> int:
         if args.with_cellpose:
             _log("cellpose 3.1.1.2 (slow) ...")
             records["cellpose 3.1.1.2"] = _run_cellpose(labels_path, Path(tmp))
-    markdown = render(records, size=args.size, n_cells=n_cells, input_mb=input_mb)
-    print(markdown)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "flows_memory.md").write_text(markdown + "\n")
-    payload = {"size": args.size, "n_cells": n_cells, "input_mb": input_mb, "runs": records}
-    (args.out_dir / "flows_memory.json").write_text(json.dumps(payload, indent=2) + "\n")
+    table = memory_table(records, size=args.size, n_cells=n_cells)
+    print(table.markdown() + "\n\n" + footnote(records, input_mb=input_mb))
+    summary = {"size": args.size, "n_cells": n_cells, "input_mb": input_mb,
+               "peaks_per_stage": all(r.get("peak_rss_per_stage") for r in records.values()),
+               "flow_params": FLOW_PARAMS}
+    run.write({"main": table}, summary, out_dir=args.out_dir)
     return 0
 
 

@@ -13,7 +13,9 @@ One command (``.venv/bin/python bench/bench_large.py``) measures, in one run:
    against 1 worker × 1 thread (workers warmed up, zoo loaded). Target ≥ 1.6×.
 4. **an N-node cluster**: the expected throughput from the measured per-block costs.
 
-Writes ``bench/results/large.json``; ``--readme`` rewrites the README's table from it.
+Writes ``bench/results/large.json`` (merged with the parts an earlier run measured; each part
+keeps its date and load average); ``docs/render.py`` renders the README's table from it, and
+``--readme`` rewrites the file from its parts without measuring.
 Inputs are made from tiles of our synthetic generator (cells cut by a tile's edge are
 removed, so tiles meet on background) and cached in ``--cache``.
 """
@@ -31,6 +33,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from _results import Column, Run, Table
+
+from zoo import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "large.json"
@@ -168,7 +173,7 @@ def run_child(*args: str, timeout: float | None = None) -> dict:
 # ----------------------------------------------------------------------------- measurements
 
 
-def scaling(sizes: list[int], cache: Path, work: Path, results: dict,
+def scaling(sizes: list[int], cache: Path, work: Path, results: dict, run: Run,
             timeout: float | None = None) -> None:
     rows = results.setdefault("scaling", {})
     for side in sizes:
@@ -177,10 +182,11 @@ def scaling(sizes: list[int], cache: Path, work: Path, results: dict,
         data = run_child("blocks", str(image), str(work / f"s{side}"), "auto", timeout=timeout)
         if not data["completed"]:
             data["megapixels"] = side * side / 1e6
+            data["measured"] = machine.now()
             results.setdefault("unfinished", {})[str(side)] = data
             print(f"[scaling] {side}²: stopped after {data['seconds']:.0f} s with "
                   f"{data['blocks_done']} blocks done, peak {data['peak_rss_gb']:.2f} GB", flush=True)
-            save(results)
+            save(results, run)
             continue
         results.get("unfinished", {}).pop(str(side), None)
         reports = data.pop("block_reports")
@@ -191,14 +197,16 @@ def scaling(sizes: list[int], cache: Path, work: Path, results: dict,
         data["block_network_seconds"] = sum(r["network"] for r in reports)
         data["block_masks_seconds"] = sum(r["masks"] for r in reports)
         data["load_average"] = os.getloadavg()[0]
+        data["measured"] = machine.now()
         rows[str(side)] = data
         print(f"[scaling] {side}²: {data['seconds']:.0f} s, {data['n_cells']} cells, "
               f"peak {data['peak_rss_gb']:.2f} GB, {data['blocks']} blocks of "
               f"{data['block_size']}", flush=True)
-        save(results)
+        save(results, run)
 
 
-def seams(cache: Path, work: Path, results: dict, side: int = 2048, block: int = 512) -> None:
+def seams(cache: Path, work: Path, results: dict, run: Run, side: int = 2048,
+          block: int = 512) -> None:
     import tifffile
 
     from zoo.metrics import average_precision
@@ -230,13 +238,14 @@ def seams(cache: Path, work: Path, results: dict, side: int = 2048, block: int =
         "identical_pixels": float(np.mean(a == b)),
         "whole_seconds": whole["seconds"], "whole_peak_rss_gb": whole["peak_rss_gb"],
         "block_seconds": blocks["seconds"], "block_peak_rss_gb": blocks["peak_rss_gb"],
-        "cut": blocks["cut"], "orphans": blocks["orphans"],
+        "cut": blocks["cut"], "orphans": blocks["orphans"], "measured": machine.now(),
+        "load_average": os.getloadavg()[0],
     }
     print(f"[seams] {results['seams']}", flush=True)
-    save(results)
+    save(results, run)
 
 
-def efficiency(cache: Path, work: Path, results: dict, n_images: int) -> None:
+def efficiency(cache: Path, work: Path, results: dict, run: Run, n_images: int) -> None:
     """Folder of 512² images on 1 and 2 Dask workers (1 thread each), warmed up."""
     import tifffile
 
@@ -287,8 +296,9 @@ def efficiency(cache: Path, work: Path, results: dict, n_images: int) -> None:
     row["cores_used_2_workers"] = row["workers_2_cpu_seconds"] / row["workers_2_seconds"]
     row["identical_masks"] = all(np.array_equal(x, y) for x, y in zip(masks[1], masks[2]))
     row["load_average"] = os.getloadavg()[0]
+    row["measured"] = machine.now()
     results["efficiency"] = row
-    save(results)
+    save(results, run)
 
 
 def _cpu_seconds() -> float:
@@ -297,7 +307,7 @@ def _cpu_seconds() -> float:
     return times.user + times.system
 
 
-def cluster_model(results: dict) -> None:
+def cluster_model(results: dict, run: Run) -> None:
     """Expected throughput of N nodes from the measured per-block costs (see assumptions)."""
     scaling_rows = results.get("scaling", {})
     if not scaling_rows:
@@ -335,27 +345,42 @@ def cluster_model(results: dict) -> None:
             "hours_per_100k_squared_slide": 1e10 / rate / 3600,
         }
     results["cluster_model"] = model
-    save(results)
+    save(results, run)
 
 
-def save(results: dict) -> None:
-    """Merge ``results`` into the JSON file (another run may have added other parts)."""
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    merged = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+def load_parts() -> dict:
+    """The parts measured so far: from the shared-format file, or an older raw one."""
+    if not RESULTS.is_file():
+        return {}
+    data = json.loads(RESULTS.read_text())
+    return data["summary"]["parts"] if "schema" in data else data
+
+
+def save(results: dict, run: Run) -> None:
+    """Merge ``results`` into the parts already in the JSON file (another run may have
+    measured other parts; each part keeps its own date and load average) and write it."""
+    merged = load_parts()
     for key, value in results.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key].update(value)
         else:
             merged[key] = value
-    RESULTS.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
+    undated = sorted(part for part in ("scaling", "seams", "efficiency", "unfinished")
+                     if part in merged and not _dated(merged[part]))
+    run.write({"main": table(merged)}, {"parts": merged, "undated_parts": undated})
+
+
+def _dated(part: dict) -> bool:
+    rows = part.values() if all(isinstance(v, dict) for v in part.values()) else [part]
+    return all("measured" in row for row in rows)
 
 
 # ----------------------------------------------------------------------------- report
 
 
-def table(results: dict) -> str:
-    """The README's table, generated from ``large.json``."""
-    lines = ["| what | ours | target |", "| --- | ---: | --- |"]
+def table(results: dict) -> Table:
+    """The table printed and rendered into the README, from the measured parts."""
+    lines: list[str] = []
     scaling_rows = results.get("scaling", {})
     for side in sorted(scaling_rows, key=int):
         row = scaling_rows[side]
@@ -392,17 +417,12 @@ def table(results: dict) -> str:
             lines.append(f"| expected, {nodes} node(s) × {model['cores_per_node']} cores "
                          f"| {row['megapixels_per_second']:.1f} Mpx/s, "
                          f"{row['hours_per_100k_squared_slide']:.1f} h per 100k² slide | model |")
-    return "\n".join(lines) + "\n"
-
-
-BEGIN, END = "<!-- bench_large:begin -->", "<!-- bench_large:end -->"
-
-
-def with_table(text: str, results: dict) -> str:
-    """``text`` with the block between the bench_large markers replaced by ``table``."""
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{table(results)}{END}{tail}"
+    rows = Table([Column("what", "what"), Column("ours", "ours"), Column("target", "target")],
+                 title="block path: memory, time, seams, workers and an N-node model")
+    for line in lines:
+        what, ours, target = (cell.strip() for cell in line.strip("|").split(" | "))
+        rows.add(what=what, ours=ours, target=target)
+    return rows
 
 
 def main() -> None:
@@ -414,25 +434,24 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=None,
                         help="stop a scaling run after this many seconds (reported as unfinished)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "cellzoo-large")
-    parser.add_argument("--readme", action="store_true", help="only rewrite the README table")
+    parser.add_argument("--readme", action="store_true",
+                        help="measure nothing: rewrite the results file from its parts")
     args = parser.parse_args()
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    run = Run("large", "Large images and Dask: memory, time, seams and workers", vars(args))
+    results = load_parts()
     if args.readme:
-        cluster_model(results)
+        cluster_model(results, run)
     else:
         with tempfile.TemporaryDirectory(prefix="bench-large-") as tmp:
             work = Path(tmp)
             if "scaling" in args.parts:
-                scaling(args.sizes, args.cache, work, results, args.timeout)
+                scaling(args.sizes, args.cache, work, results, run, args.timeout)
             if "seams" in args.parts:
-                seams(args.cache, work, results)
+                seams(args.cache, work, results, run)
             if "efficiency" in args.parts:
-                efficiency(args.cache, work, results, args.images)
-        cluster_model(results)
-    print(table(results))
-    readme = ROOT / "README.md"
-    if args.readme and BEGIN in readme.read_text(encoding="utf-8"):
-        readme.write_text(with_table(readme.read_text(encoding="utf-8"), results), encoding="utf-8")
+                efficiency(args.cache, work, results, run, args.images)
+        cluster_model(results, run)
+    print(table(results).markdown())
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Usage:
 
 The reference column is the same prediction done the naive way: one tile at a time (batch
 size 1) with the torch backend, which is how a plain loop over tiles would run it.
+Writes bench/results/predict.json.
 Without --model, a freshly initialised network of the chosen width is used; its masks are
 then meaningless but every stage runs on real sizes.
 """
@@ -22,6 +23,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _results import Column, Run, Table  # noqa: E402
+
 from zoo.data.shapes import ShapeParams, random_labels  # noqa: E402
 from zoo.model import SegmentationModel  # noqa: E402
 from zoo.nets.cpnet import NetConfig  # noqa: E402
@@ -31,6 +34,7 @@ from zoo.settings import Settings  # noqa: E402
 
 WIDTHS = {"cellpose": (2, 32, 64, 128, 256), "small": (2, 16, 32, 64, 128)}
 STAGES = ("preprocess", "diameter", "resize", "network", "postprocess", "total")
+REFERENCE = "torch, batch 1 (reference)"
 
 
 def synthetic_image(size: int, diameter: float) -> np.ndarray:
@@ -52,6 +56,7 @@ def main() -> None:
     parser.add_argument("--width", choices=sorted(WIDTHS), default="cellpose")
     parser.add_argument("--backend", nargs="+", default=["torch", "onnx"])
     args = parser.parse_args()
+    run = Run("predict", "Predictor end to end on one large image, seconds per stage", vars(args))
 
     if args.model:
         model = SegmentationModel.load(args.model)
@@ -60,24 +65,30 @@ def main() -> None:
     image = synthetic_image(args.size, diameter=model.diam_mean)
     params = PredictParams(diameter=model.diam_mean, batch_size=8)
     runs = {}
-    for backend in args.backend:
-        settings = Settings(backend=backend, device="cpu", home=Path(tempfile.mkdtemp()))
-        predictor = Predictor(model, settings)
-        predictor.predict(image[:768, :768], params)  # warm-up at full batches: compile, export
-        runs[f"{backend}, batch 8"] = predictor.predict(image, params)
-    naive = Predictor(model, Settings(device="cpu"))
-    naive.predict(image[:768, :768], replace(params, batch_size=1))
-    runs["torch, batch 1 (reference)"] = naive.predict(image, replace(params, batch_size=1))
+    with tempfile.TemporaryDirectory(prefix="bench-predict-") as home:
+        for backend in args.backend:
+            predictor = Predictor(model, Settings(backend=backend, device="cpu", home=Path(home)))
+            predictor.predict(image[:768, :768], params)  # warm-up at full batches: export
+            runs[f"{backend}, batch 8"] = predictor.predict(image, params)
+        naive = Predictor(model, Settings(device="cpu", home=Path(home)))
+        naive.predict(image[:768, :768], replace(params, batch_size=1))
+        runs[REFERENCE] = naive.predict(image, replace(params, batch_size=1))
 
-    print(f"image {args.size}², {len(model.net.state_dict())} tensors, "
-          f"{sum(p.numel() for p in model.net.parameters()) / 1e6:.2f}M parameters, "
+    n_parameters = sum(p.numel() for p in model.net.parameters())
+    print(f"image {args.size}², {n_parameters / 1e6:.2f}M parameters, "
           f"torch threads {torch.get_num_threads()}")
-    print("\n| stage | " + " | ".join(runs) + " |")
-    print("| --- |" + " ---: |" * len(runs))
-    for stage in STAGES:
-        row = [f"{r.timings.get(stage, 0.0):.2f}" for r in runs.values()]
-        print(f"| {stage} (s) | " + " | ".join(row) + " |")
-    print("| cells | " + " | ".join(str(r.n_cells) for r in runs.values()) + " |")
+    table = Table([Column("run", "run")]
+                  + [Column(s, s, ".2f", " s") for s in STAGES]
+                  + [Column("cells", "cells", ","),
+                     Column("speedup", "total vs reference", ".2f", "×")],
+                  title=f"{args.size}² image, {n_parameters / 1e6:.2f}M parameters, CPU")
+    reference = runs[REFERENCE].timings["total"]
+    for name, result in runs.items():
+        table.add(run=name, **{s: result.timings.get(s, 0.0) for s in STAGES},
+                  cells=result.n_cells, speedup=reference / result.timings["total"])
+    print("\n" + table.markdown())
+    run.write({"main": table}, {"parameters": n_parameters,
+                                "model": str(args.model) if args.model else f"random {args.width}"})
 
 
 if __name__ == "__main__":

@@ -13,13 +13,13 @@ runs), it pulls every model of the registry repo's index into an empty cache (co
 from its local directory (the embedded-zoo path, offline). The server counts the requests it
 answers and the body bytes it sends: a warm pull must show 0 and 0.
 
-Prints a table and writes bench/results/pull.{md,json}.
+Xet storage is turned off (``HF_HUB_DISABLE_XET=1``): large files take the LFS path, which
+the test server implements. Prints a table and writes bench/results/pull.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -27,9 +27,12 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_DIR = BENCH_DIR / "results"
 sys.path.insert(0, str(BENCH_DIR.parent / "tests"))
+# The test Hub server speaks the LFS protocol, not Xet storage (which huggingface_hub uses for
+# large files when hf_xet is installed); read by huggingface_hub when it is first imported.
+os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 
+from _results import Column, Run, Table
 from hubserver import HubServer, make_entry, write_zoo
 
 from zoo import hub
@@ -91,13 +94,7 @@ def run(n_models: int, size_mb: float) -> dict:
             )
             start = time.perf_counter()
             for entry in local.list():
-                hub.push(
-                    entry.ref,
-                    local,
-                    f"bench/{entry.name}",
-                    hub=settings,
-                    index_repo="bench/registry",
-                )
+                local.push(entry.ref, f"bench/{entry.name}", index_repo="bench/registry")
             push_s = time.perf_counter() - start
             index = hub.fetch_remote_index("bench/registry", settings)
             remote = Registry(index, settings=Settings(home=tmp / "cache"), hub=settings)
@@ -110,32 +107,20 @@ def run(n_models: int, size_mb: float) -> dict:
     return {"models": n_models, "size_mb": size_mb, "push_all_s": round(push_s, 2), "rows": rows}
 
 
-def table(result: dict) -> str:
+def pull_table(result: dict) -> Table:
     first = next(iter(result["rows"].values()))
-    lines = [
-        (
-            f"zoo pull --all: {result['models']} models, {first['mb']} MB, Hub server on "
-            f"127.0.0.1 (publishing them took {result['push_all_s']} s)"
-        ),
-        "",
-        "| pull | seconds | MB/s | server requests | bytes served |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
+    table = Table([
+        Column("pull", "pull"), Column("seconds", "seconds", ".2f", " s"),
+        Column("mb_per_s", "MB/s", ".0f"), Column("requests", "server requests", "d"),
+        Column("bytes_served", "bytes served", ","),
+    ], title=f"zoo pull --all: {result['models']} models, {first['mb']} MB, Hub server on "
+             f"127.0.0.1 (publishing them took {result['push_all_s']} s)")  # fmt: skip
     for name, row in result["rows"].items():
-        served = (
-            "- | -" if name.startswith("local") else f"{row['requests']} | {row['bytes_served']:,}"
-        )
-        lines.append(f"| {name} | {row['seconds']:.2f} | {row['mb_per_s']:.0f} | {served} |")
-    warm = result["rows"]["hub warm"]
-    verdict = "PASS" if warm["requests"] == 0 and warm["bytes_served"] == 0 else "FAIL"
-    lines += [
-        "",
-        (
-            f"warm pull network transfer: {warm['requests']} requests, "
-            f"{warm['bytes_served']} bytes -> {verdict}"
-        ),
-    ]
-    return "\n".join(lines)
+        local = name.startswith("local")
+        table.add(pull=name, seconds=row["seconds"], mb_per_s=row["mb_per_s"],
+                  requests=None if local else row["requests"],
+                  bytes_served=None if local else row["bytes_served"])
+    return table
 
 
 def main() -> None:
@@ -143,12 +128,17 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=8)
     parser.add_argument("--size-mb", type=float, default=25.0)
     args = parser.parse_args()
+    run_record = Run("pull", "zoo pull --all from a local Hub server, cold and warm", vars(args))
     result = run(args.models, args.size_mb)
-    text = table(result)
-    print(text)
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / "pull.md").write_text(text + "\n")
-    (RESULTS_DIR / "pull.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = pull_table(result)
+    warm = result["rows"]["hub warm"]
+    passed = warm["requests"] == 0 and warm["bytes_served"] == 0
+    print(table.title + "\n\n" + table.markdown())
+    print(f"\nwarm pull network transfer: {warm['requests']} requests, "
+          f"{warm['bytes_served']} bytes -> {'PASS' if passed else 'FAIL'}")
+    run_record.write({"main": table}, {
+        "models": result["models"], "mb": next(iter(result["rows"].values()))["mb"],
+        "push_all_s": result["push_all_s"], "warm_transfer_free": passed})
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ router runs (on a busy 2-core machine, multi-threaded BLAS/OpenMP adds multi-ms 
 either side). Percentiles over single calls include scheduler noise from whatever else
 runs on the machine; the script prints the load average. For context it also times
 the style pass (``zoo.embedding.style_pass``: the size pass and the style crops) with
-random-init networks of the small and the Cellpose width.
+random-init networks of the small and the Cellpose width. Writes bench/results/router.json.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ import torch
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _results import Column, Run, Table  # noqa: E402
+
 from zoo.cluster import StyleBank, centroids_of, nearest_other_distances  # noqa: E402
 from zoo.embedding import style_pass  # noqa: E402
 from zoo.model import SegmentationModel, SizeRegressor  # noqa: E402
@@ -73,17 +75,25 @@ def per_call_ms(fn, queries: np.ndarray) -> np.ndarray:
     return samples * 1e3
 
 
-def bench_routing(sizes: list[int], n_queries: int) -> None:
+def bench_routing(sizes: list[int], n_queries: int) -> Table:
     from sklearn.neighbors import KNeighborsClassifier
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(N_STYLES, STYLE_DIM))
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"routing per image, exact 5-NN, dim {STYLE_DIM}, {n_queries} single queries "
-          f"(style forward pass excluded); target <= {TARGET_MS:.0f} ms")
-    print(f"{'bank':>7} | {'ours med':>9} {'ours p99':>9} {'batched':>9} | {'sklearn med':>11} "
-          f"{'sklearn p99':>11} | {'sk/ours':>7} {'agree':>6} | target")
+    table = Table([
+        Column("bank", "bank size", ","),
+        Column("ours_median_ms", "ours median", ".3f", " ms"),
+        Column("ours_p99_ms", "ours p99", ".3f", " ms"),
+        Column("batched_ms", "ours batched, per image", ".4f", " ms"),
+        Column("sklearn_median_ms", "sklearn median", ".3f", " ms"),
+        Column("sklearn_p99_ms", "sklearn p99", ".3f", " ms"),
+        Column("speedup", "sklearn / ours", ".1f", "×"),
+        Column("agree", "same cluster", ".1%"),
+        Column("target", f"p99 ≤ {TARGET_MS:g} ms"),
+    ], title=f"routing per image, exact 5-NN, dim {STYLE_DIM}, {n_queries:,} single queries "
+             "(style forward pass excluded)")  # fmt: skip
     for size in sizes:
         bank = make_bank(rng, size, centres)
         queries, _ = clustered(rng, n_queries, centres)
@@ -95,21 +105,27 @@ def bench_routing(sizes: list[int], n_queries: int) -> None:
         knn = KNeighborsClassifier(n_neighbors=5).fit(bank.vectors, bank.labels)
         with threadpool_limits(limits=1):  # as the router runs its product on one thread
             ref = per_call_ms(lambda q: knn.predict(q[None]), queries)
-        agree = np.mean(knn.predict(queries) == [r.cluster for r in batched])
-        ok = "PASS" if np.percentile(ours, 99) <= TARGET_MS else "FAIL"
-        print(f"{size:>7} | {np.median(ours):>8.3f}  {np.percentile(ours, 99):>8.3f}  "
-              f"{batched_ms:>8.4f} | {np.median(ref):>10.3f}  {np.percentile(ref, 99):>10.3f} | "
-              f"{np.median(ref) / np.median(ours):>6.1f}x {agree:>6.1%} | {ok}")
+        agree = float(np.mean(knn.predict(queries) == [r.cluster for r in batched]))
+        table.add(bank=size, ours_median_ms=float(np.median(ours)),
+                  ours_p99_ms=float(np.percentile(ours, 99)), batched_ms=batched_ms,
+                  sklearn_median_ms=float(np.median(ref)),
+                  sklearn_p99_ms=float(np.percentile(ref, 99)),
+                  speedup=float(np.median(ref) / np.median(ours)), agree=agree,
+                  target="PASS" if np.percentile(ours, 99) <= TARGET_MS else "FAIL")
+    print(table.markdown())
+    return table
 
 
-def bench_forward(size: int, repeats: int) -> None:
+def bench_forward(size: int, repeats: int) -> Table:
     image = np.random.default_rng(1).gamma(2.0, 50.0, size=(size, size)).astype(np.float32)
     params = PredictParams()
-    print(f"\nstyle pass (zoo.embedding.style_pass on a {size}x{size} image: the size pass on the "
-          f"central 256 crop, then 4 crops of 128 at the model's scale), CPU, "
-          f"{torch.get_num_threads()} threads, median of {repeats}, "
-          f"load average {os.getloadavg()[0]:.1f}")
-    print(f"{'width':>9} {'channels':>22} | {'style pass ms':>13} | {'style crops only ms':>19}")
+    table = Table([
+        Column("width", "width"), Column("channels", "channels"),
+        Column("style_pass_ms", "style pass", ".1f", " ms"),
+        Column("crops_ms", "style crops only (diameter given)", ".1f", " ms"),
+    ], title=f"style pass (zoo.embedding.style_pass on a {size}² image: the size pass on the "
+             f"central 256 crop, then 4 crops of 128 at the model's scale), CPU, "
+             f"{torch.get_num_threads()} threads, median of {repeats}")  # fmt: skip
     for name, channels in WIDTHS.items():
         model = SegmentationModel.create(NetConfig(channels=channels))
         model.size = SizeRegressor(np.zeros(channels[-1]), 0.0)  # a size pass, as shipped models do
@@ -122,8 +138,12 @@ def bench_forward(size: int, repeats: int) -> None:
                 style_pass(predictor, stack, given)
                 if repeat:  # the first round warms up
                     timings[key].append(time.perf_counter() - start)
-        print(f"{name:>9} {str(channels):>22} | {np.median(timings['both']) * 1e3:>13.1f} | "
-              f"{np.median(timings['crops']) * 1e3:>19.1f}")
+        table.add(width=name, channels=str(channels),
+                  style_pass_ms=float(np.median(timings["both"])) * 1e3,
+                  crops_ms=float(np.median(timings["crops"])) * 1e3)
+    print("\n" + table.title + f", load average {os.getloadavg()[0]:.1f}")
+    print(table.markdown())
+    return table
 
 
 def main() -> None:
@@ -133,8 +153,13 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    bench_routing(args.sizes, args.queries)
-    bench_forward(args.image_size, args.repeats)
+    run = Run("router", "Routing time per image against the 10 ms target and scikit-learn",
+              vars(args))
+    tables = {"main": bench_routing(args.sizes, args.queries),
+              "forward": bench_forward(args.image_size, args.repeats)}
+    worst = max(row["ours_p99_ms"] for row in tables["main"].rows)
+    run.write(tables, {"target_ms": TARGET_MS, "worst_p99_ms": worst,
+                       "passed": worst <= TARGET_MS})
 
 
 if __name__ == "__main__":

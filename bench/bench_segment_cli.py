@@ -18,7 +18,8 @@ script checks the two sets of masks are identical. ``--torch-threads`` sets torc
 threads for both runs (after warm-up, since initialising numba's threading layer can reset
 the OpenMP thread count); the default leaves torch's own choice. With ``--rounds R`` the
 two runs alternate (loop first in even rounds, pipeline first in odd ones, so a drift in
-machine load hits both alike) and the table shows each one's median.
+machine load hits both alike) and the table shows each one's median. Writes
+bench/results/segment_cli.json.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numba  # noqa: E402
+from _results import Column, Run, Table  # noqa: E402
 
 from zoo import io  # noqa: E402
 from zoo import oneliners as api  # noqa: E402
@@ -88,6 +90,8 @@ def main() -> None:
                         help="torch intra-op threads for both runs (default: torch's)")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds")
     args = parser.parse_args()
+    run = Run("segment_cli", "zoo segment's pipeline against a plain loop over zoo.segment",
+              vars(args))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for name in ("in", "loop", "pipeline"):
@@ -107,24 +111,29 @@ def main() -> None:
                                   io.read_image(root / "pipeline" / f"{p.stem}_masks.tif"))
                    for p in paths)
     report(args, {name: float(np.median(values)) for name, values in seconds.items()},
-           seconds, same)
+           seconds, same, run)
 
 
-def report(args, median: dict[str, float], seconds: dict[str, list[float]], same: int) -> None:
-    print(f"{args.n} images {args.size}², channels {CHANNELS}, model auto, CPU: "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
-          f"torch {torch.get_num_threads()} threads, numba {numba.get_num_threads()}, "
-          f"pipeline workers {args.workers}, {args.rounds} round(s)")
-    print("\n| run | seconds | images/s |")
-    print("| --- | ---: | ---: |")
+def report(args, median: dict[str, float], seconds: dict[str, list[float]], same: int,
+           run: Run) -> None:
+    title = (f"{args.n} images {args.size}², channels {CHANNELS}, model auto, CPU: "
+             f"torch {torch.get_num_threads()} threads, numba {numba.get_num_threads()}, "
+             f"pipeline workers {args.workers}, {args.rounds} round(s)")
+    table = Table([Column("run", "run"), Column("seconds", "seconds", ".1f", " s"),
+                   Column("images_per_s", "images/s", ".2f"),
+                   Column("vs_loop", "throughput vs plain loop", ".2f", "×")], title=title)
     for name, label in (("loop", "plain loop (zoo.segment per image)"),
                         ("pipeline", "zoo segment pipeline")):
-        print(f"| {label} | {median[name]:.1f} | {args.n / median[name]:.2f} |")
-    print(f"\npipeline / loop throughput: {median['loop'] / median['pipeline']:.2f}x; "
-          f"identical masks: {same}/{args.n}")
+        table.add(run=label, seconds=median[name], images_per_s=args.n / median[name],
+                  vs_loop=median["loop"] / median[name])
+    print(f"{title}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print("\n" + table.markdown())
+    print(f"\nidentical masks: {same}/{args.n}")
     if args.rounds > 1:
         for name, values in seconds.items():
             print(f"{name} per round (s): {', '.join(f'{v:.1f}' for v in values)}")
+    run.write({"main": table}, {"identical_masks": same, "images": args.n,
+                                "seconds_per_round": seconds})
 
 
 if __name__ == "__main__":

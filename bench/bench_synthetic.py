@@ -1,8 +1,8 @@
-"""Synthetic generator speed: images per second per style at 256², against the generator on
-another git ref (default ``main``; before domain randomisation, six styles).
+"""Synthetic generator speed: images per second per style at 256², against the generator at
+another git ref (default: 6200ebb, the last commit before domain randomisation, six styles).
 
 Usage:
-    .venv/bin/python bench/bench_synthetic.py [--n 20] [--ref main] [--size 256]
+    .venv/bin/python bench/bench_synthetic.py [--n 20] [--ref 6200ebb] [--size 256]
 
 Each side draws ``--n`` images per style (seeds 1000..), one thread (BLAS/FFT limited with
 threadpoolctl), after one warm-up image (numba's cache). The figure is CPU seconds of this
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -28,7 +27,12 @@ from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from _results import Column, Run, Table  # noqa: E402
+
 from zoo.data import synthetic  # noqa: E402
+
+#: The six-style generator before domain randomisation: the last commit on main before it.
+REFERENCE_REF = "6200ebb"
 
 
 def load_reference(ref: str):
@@ -63,31 +67,33 @@ def rate(module, style: str, n: int, size: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20)
-    parser.add_argument("--ref", default="main")
+    parser.add_argument("--ref", default=REFERENCE_REF)
     parser.add_argument("--size", type=int, default=256)
     args = parser.parse_args()
+    run = Run("synthetic", "Synthetic generator speed against the generator before domain "
+              "randomisation", vars(args))
     reference = load_reference(args.ref)
-    rows = []
+    table = Table([
+        Column("style", "style"),
+        Column("ours_cpu", "ours, images per CPU s", ".1f"),
+        Column("ours_wall", "ours, images per wall s", ".1f"),
+        Column("ref_cpu", "reference, images per CPU s", ".1f"),
+        Column("ref_wall", "reference, images per wall s", ".1f"),
+        Column("ratio", "ours / reference (CPU)", ".2f", "×"),
+    ], title=f"synthetic images/s at {args.size}², {args.n} per style, one thread; reference: "
+             f"the generator at {args.ref}")  # fmt: skip
     with threadpool_limits(1):
         for style in synthetic.STYLES:
             ours = rate(synthetic, style, args.n, args.size)
             theirs = (rate(reference, style, args.n, args.size)
                       if reference is not None and style in reference.STYLES else None)
-            rows.append({"style": style, "ours_cpu": ours[0], "ours_wall": ours[1],
-                         "ref_cpu": theirs[0] if theirs else None,
-                         "ref_wall": theirs[1] if theirs else None})
-    print(f"synthetic images/s at {args.size}², one thread, CPU time (wall in brackets); "
-          f"reference = {args.ref}; load average {os.getloadavg()[0]:.1f}")
-    print(f"{'style':12s} {'ours':>16s} {'reference':>16s} {'ours/ref':>9s}")
-    for row in rows:
-        ref = (f"{row['ref_cpu']:6.1f} ({row['ref_wall']:5.1f})" if row["ref_cpu"] else "    n/a")
-        ratio = f"{row['ours_cpu'] / row['ref_cpu']:8.2f}x" if row["ref_cpu"] else "      -"
-        print(f"{row['style']:12s} {row['ours_cpu']:6.1f} ({row['ours_wall']:5.1f})    "
-              f"{ref:>16s} {ratio}")
-    out = ROOT / "bench" / "results" / "synthetic.json"
-    out.write_text(json.dumps({"size": args.size, "n": args.n, "ref": args.ref,
-                               "load_average": os.getloadavg()[0], "rows": rows}, indent=2) + "\n")
-    print(f"wrote {out.relative_to(ROOT)}")
+            table.add(style=style, ours_cpu=ours[0], ours_wall=ours[1],
+                      ref_cpu=theirs[0] if theirs else None,
+                      ref_wall=theirs[1] if theirs else None,
+                      ratio=ours[0] / theirs[0] if theirs else None)
+    print(f"{table.title}; load average {os.getloadavg()[0]:.1f}")
+    print(table.markdown())
+    run.write({"main": table}, {"reference": args.ref, "reference_found": reference is not None})
 
 
 if __name__ == "__main__":

@@ -16,52 +16,62 @@ def build(
     root: Annotated[Path, typer.Option(help="Where models.yaml, weights/ and docs/ are written.")] = Path("."),
     seed: Annotated[int, typer.Option(help="Seed of data, training and clustering.")] = 0,
     n_train: Annotated[int, typer.Option(help="Training images per style.")] = 48,
-    n_test: Annotated[int, typer.Option(help="Held-out test images per style.")] = 12,
+    n_val: Annotated[int, typer.Option(help="Validation images per style (choices only).")] = 12,
+    n_test: Annotated[int, typer.Option(help="Held-out test images per style (reported only).")] = 12,
+    n_negatives: Annotated[int, typer.Option(
+        help="Non-microscopy images per kind in each negatives split (OOD check).")] = 16,
     epochs: Annotated[int | None, typer.Option(help="Generalist epochs (default: schedule).")] = None,
     specialist_epochs: Annotated[int | None, typer.Option(help="Specialist epochs.")] = None,
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads for torch (default: torch's; 1 is fastest on a busy machine).")] = None,
 ) -> None:
-    """Train the default zoo from a seed and write models.yaml, weights/ and docs/zoo.md.
+    """Train the default zoo from a seed; write models.yaml, weights/, docs/zoo.json and zoo.md.
 
-    Steps: generate data, train the generalist, cluster styles, fine-tune a specialist per
-    cluster and the nuclei model, evaluate routed against generalist, write everything.
+    Steps: generate the train, validation and test splits and the OOD negatives, train the
+    generalist, cluster styles, fine-tune a candidate specialist per cluster, calibrate the
+    OOD check, keep the specialists that beat the generalist on validation, evaluate on test,
+    write everything.
     """
+    import math
     from dataclasses import replace
 
+    import torch
     from tqdm import tqdm
 
     from zoo.build import BuildConfig, build_zoo
-    from zoo.release import (
-        README_START,
-        results_table,
-        with_zoo_table,
-        write_release,
-        write_report,
-    )
+    from zoo.release import README_START, with_zoo_table, write_release
+    from zoo.report import ap_table, fill_markers, readme_sections, write_report
 
-    config = BuildConfig(seed=seed, n_train=n_train, n_test=n_test)
+    if threads:
+        torch.set_num_threads(threads)
+    config = BuildConfig(seed=seed, n_train=n_train, n_val=n_val, n_test=n_test,
+                         n_negatives=n_negatives)
     if epochs:
         config = replace(config, generalist=replace(config.generalist, epochs=epochs))
     if specialist_epochs:
         config = replace(config, specialist=replace(config.specialist, epochs=specialist_epochs))
     bars: dict[str, tqdm] = {}
 
-    def progress(step: str, epoch: int, epochs: int, loss: float) -> None:
-        bar = bars.setdefault(step, tqdm(total=epochs, desc=step, unit="epoch", leave=True))
-        bar.set_postfix(loss=f"{loss:.3f}")
+    def progress(step: str, done: int, total: int, loss: float) -> None:
+        unit = "image" if math.isnan(loss) else "epoch"
+        bar = bars.setdefault(step, tqdm(total=total, desc=step, unit=unit, leave=True))
+        if not math.isnan(loss):
+            bar.set_postfix(loss=f"{loss:.3f}")
         bar.update(1)
-        if epoch == epochs:
+        if done == total:
             bar.close()
 
     with errors_as_one_line():
         report = build_zoo(config, progress=progress)
         manifest = write_release(report, config, root)
-        write_report(report, config, root)
+        data = write_report(report, config, root)
         readme = root / "README.md"
         if readme.is_file() and README_START in readme.read_text(encoding="utf-8"):
-            readme.write_text(with_zoo_table(readme.read_text(encoding="utf-8"), manifest),
+            text = with_zoo_table(readme.read_text(encoding="utf-8"), manifest)
+            readme.write_text(fill_markers(text, readme_sections(data), kinds=("zoo",)),
                               encoding="utf-8")
-    typer.echo(results_table(report))
+    typer.echo(ap_table(data))
     typer.echo(f"wrote {len(manifest.models)} models to {root / 'models.yaml'}; "
-               f"report in {root / 'docs' / 'zoo.md'}")
+               f"report in {root / 'docs' / 'zoo.json'} and {root / 'docs' / 'zoo.md'}")
     for step, seconds in report.timings.items():
         typer.echo(f"  {step}: {seconds / 60:.1f} min")

@@ -30,7 +30,9 @@ def route(
         help="Route with this style bank (zoo bank build) instead of the zoo's "
              "(default: $ZOO_BANK).", show_default=False)] = None,
 ) -> None:
-    """Print the model chosen for each image, with vote confidence, distance and OOD flag."""
+    """Print the model chosen for each image and, on the same line, why: the OOD score
+    against its threshold, the nearest references' vote (confidence) and why that model
+    serves the cluster."""
     from zoo import io
     from zoo.params import PredictParams
     from zoo.preprocess import parse_channels
@@ -71,7 +73,6 @@ def _echo(path: Path, result, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps({"image": str(path), **result.to_dict()}))
         return
-    flag = "  OUT OF DISTRIBUTION" if result.ood else ""
-    typer.echo(f"{path}: {result.model} (cluster {result.cluster} {result.cluster_name}, "
-               f"confidence {result.confidence:.2f}, distance {result.distance:.3f}){flag}")
+    typer.echo(f"{path}: {result.model} (confidence {result.confidence:.2f}, nearest reference "
+               f"at distance {result.distance:.3f}): {result.reason}")
 

@@ -230,7 +230,8 @@ def stylemap_json(router: Router) -> dict[str, Any]:
                "ref": ref} for (x, y), cluster, ref in zip(xy, bank.labels, bank.refs)]
     return {"clusters": clusters, "points": points,
             "layout": "bank" if bank.map_xy is not None else "pca",
-            "thumbnails": bank.thumbnails is not None, "ood_threshold": bank.ood_threshold}
+            "thumbnails": bank.thumbnails is not None,
+            "ood_threshold": bank.ood.threshold if bank.ood is not None else bank.ood_threshold}
 
 
 def reference_png(bank: StyleBank, ref: str) -> bytes:

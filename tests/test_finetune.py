@@ -1,4 +1,4 @@
-"""Few-shot specialists (seed 001's human-in-the-loop result) on the shipped generalist:
+"""Few-shot specialists (Cellpose 2.0's human-in-the-loop result) on the shipped generalist:
 fine-tuning on two annotated images of a new style improves AP on that style."""
 
 from __future__ import annotations

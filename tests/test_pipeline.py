@@ -123,17 +123,32 @@ def test_cli_route_and_segment(zoo_root: Path, tmp_path: Path, monkeypatch):
     assert labels.shape == (64, 64) and (out / "cells_overlay.png").is_file()
 
 
-def test_build_zoo_runs_every_step_at_toy_size():
+def test_build_zoo_runs_every_step_at_toy_size(tmp_path: Path):
     tiny = TrainConfig(epochs=1, optimizer="adamw", learning_rate=1e-3, warmup_epochs=0, tile=32, batch_size=4)
-    config = BuildConfig(n_train=4, n_test=1, shape=(48, 48), width=(2, 4, 8, 16, 32),
-                         generalist=tiny, specialist=tiny, cluster=ClusterParams(n_neighbors=3))
-    report = build_zoo(config)
-    assert set(report.timings) >= {"train generalist", "styles and clustering", "evaluate"}
+    config = BuildConfig(n_train=4, n_val=1, n_test=1, n_negatives=1, shape=(48, 48),
+                         width=(2, 4, 8, 16, 32), generalist=tiny, specialist=tiny,
+                         cluster=ClusterParams(n_neighbors=3))
+    report = build_zoo(config, workdir=tmp_path)
+    assert list(report.timings) == ["generate data", "train generalist", "styles and clustering",
+                                    "train specialists", "OOD calibration", "validation", "test"]
     assert GENERALIST in report.models and NUCLEI in report.models
-    assert set(report.specialists.values()) <= set(report.models)
-    methods = {s.method for s in report.scores}
-    assert {"generalist", "routed", "oracle"} <= methods
+    # only candidates that beat the generalist on validation serve, and only they ship
+    # (besides the nuclei model, kept under its name)
+    serving = {s.candidate for s in report.selection if s.serves}
+    assert set(report.specialists.values()) == serving
+    assert set(report.models) == {GENERALIST, NUCLEI} | serving
+    for selection in report.selection:
+        if selection.serves:
+            assert all(s >= g for s, g in zip(selection.specialist, selection.generalist))
+    assert report.bank.ood is not None and report.bank.ood.threshold == report.ood.threshold
+    assert len(report.validation.images) == len(report.test.images) == 10
+    assert {"generalist", "routed", "oracle"} == {s.method for s in report.scores}
     assert 0 <= report.routing_accuracy <= 1
+    summary = report.ood.summary("test")
+    assert summary["images"] == 10 and summary["negatives"] == 5
+    # the staged zoos were evaluated from their own files, as shipped
+    assert (tmp_path / "test" / "models.yaml").is_file()
+    assert load_manifest(tmp_path / "test" / "models.yaml").models
 
 
 def test_cli_eval_on_a_cellpose_folder_writes_table_csv_and_plot(zoo_root: Path, tmp_path: Path,

@@ -1,70 +1,94 @@
-"""Build the default zoo from a seed: data → generalist → styles + clusters → specialists
-→ nuclei model → evaluation → weights, style bank and report.
+"""Build the default zoo from a seed, on three disjoint synthetic splits.
 
-Every step is deterministic for ``BuildConfig.seed`` (up to floating-point
-non-determinism of multi-threaded CPU kernels). ``build_zoo`` returns a ``BuildReport``
-with the per-step timings and the evaluation tables; ``zoo.release`` writes the weights,
-``models.yaml`` entries, model cards and the report.
+Steps (each timed in ``BuildReport.timings``):
+
+1. **generate data**: ``n_train`` training, ``n_val`` validation and ``n_test`` test images
+   of every synthetic style (base seeds ``seed``, ``seed + 1``, ``seed + 2``:
+   ``zoo.evaluate.split_seed``), and ``n_negatives`` non-microscopy images per kind of each
+   of ``zoo.data.negatives``' train, validation and test splits.
+2. **train generalist** on the training images (from scratch), with its size regressor.
+3. **styles and clustering**: the style pass (``zoo.embedding``) over the training images,
+   Leiden clusters (``zoo.cluster``), the bank's references (ids, thumbnails, style map).
+4. **train specialists**: one candidate per cluster, fine-tuned from the generalist on the
+   cluster's training images.
+5. **OOD calibration** (``zoo.ood``): fitted on the bank's styles and the training
+   negatives; its threshold is set on validation images and validation negatives.
+6. **validation**: the zoo with every candidate, through the product pipeline
+   (``Zoo.segment``, ``zoo.evaluate.evaluate_split``). A candidate serves its cluster only
+   when it beats the generalist on the validation images routed there (``select``); other
+   clusters are served by the generalist and their candidates are not shipped.
+7. **test**: the selected zoo on the test images (generalist, routed, oracle) and the OOD
+   check on test images and test negatives. Test figures are reported, never used to choose.
+
+The test split never decides anything: every choice (clustering, embedding, OOD settings,
+schedules, which model serves each cluster) is made on training or validation data; the
+settings explored outside the build are in ``bench/select_zoo.py`` and its results.
+
+Every step is deterministic for ``BuildConfig.seed`` (up to floating-point non-determinism
+of multi-threaded CPU kernels).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
+import torch
 
-from zoo.cluster import (
-    ClusterParams,
-    StyleBank,
-    build_style_bank,
-    centroids_of,
-    nearest_other_distances,
-    normalize_styles,
-)
+from zoo.cluster import ClusterParams, StyleBank, build_style_bank
+from zoo.data.negatives import Negative, negatives
 from zoo.data.synthetic import STYLES, Sample, generate_dataset
 from zoo.embedding import embed_many
-from zoo.errors import ZooError
-from zoo.metrics import aggregate, match_counts
+from zoo.evaluate import (
+    CURVE_THRESHOLDS,
+    SplitResult,
+    evaluate_split,
+    home_cluster,
+    sample_params,
+    split_seed,
+)
+from zoo.metrics import aggregate
 from zoo.model import SegmentationModel
 from zoo.nets.cpnet import NetConfig
+from zoo.ood import OODParams, OODReport, calibrate_threshold, fit_ood
 from zoo.params import EmbedParams, PredictParams
 from zoo.predict import Predictor
-from zoo.router import Router
+from zoo.release import GENERALIST, NUCLEI, write_release
 from zoo.settings import Settings
 from zoo.train import TrainConfig, fit_size_model, train
 
 log = logging.getLogger(__name__)
 
-GENERALIST = "cpnet.generalist"
-NUCLEI = "cpnet.nuclei"
-EVAL_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
-#: Synthetic images carry a (possibly all-zero) nuclear channel at index 1.
+__all__ = ["EVAL_THRESHOLDS", "GENERALIST", "NUCLEI", "SYNTHETIC_PARAMS", "BuildConfig",
+           "BuildReport", "Selection", "StyleScores", "build_zoo", "sample_params", "select"]
+
+EVAL_THRESHOLDS = CURVE_THRESHOLDS
+#: Two-channel synthetic images carry a (possibly all-zero) nuclear channel at index 1.
 SYNTHETIC_PARAMS = PredictParams(cyto_channel=0, nucleus_channel=1)
-
-
-def sample_params(sample: Sample) -> PredictParams:
-    """The prediction parameters of a synthetic sample: its own channels."""
-    cyto, nucleus = sample.channels
-    return PredictParams(cyto_channel=cyto, nucleus_channel=nucleus)
+#: What a user passes for a grey or RGB image: the first channel, no nuclear channel.
+NEGATIVE_PARAMS = PredictParams(cyto_channel=0, nucleus_channel=None)
+#: AP thresholds a specialist must not lose at (``select``).
+SELECT_AT = (0.5, 0.75, 0.9)
 
 
 def _generalist_schedule() -> TrainConfig:
-    return TrainConfig(epochs=50, optimizer="adamw", learning_rate=2e-3, weight_decay=1e-4,
+    return TrainConfig(epochs=40, optimizer="adamw", learning_rate=2e-3, weight_decay=1e-4,
                        warmup_epochs=2, anneal_epochs=12, anneal_every=4, tile=96)
 
 
 def _zoo_clustering() -> ClusterParams:
-    # Chosen by adjusted Rand against the training bank's source styles (see ClusterParams
-    # and docs/zoo.md, which also says how the held-out test set figured in the choice).
+    # chosen on the training bank and the validation split (bench/select_zoo.py)
     return ClusterParams(n_neighbors=20, resolution=1.0, whiten=20)
 
 
 def _specialist_schedule() -> TrainConfig:
-    return TrainConfig(epochs=40, optimizer="adamw", learning_rate=5e-4, weight_decay=1e-4,
+    return TrainConfig(epochs=30, optimizer="adamw", learning_rate=5e-4, weight_decay=1e-4,
                        warmup_epochs=1, anneal_epochs=12, anneal_every=4, tile=96)
 
 
@@ -75,42 +99,76 @@ class BuildConfig:
     Attributes:
         seed: base seed of data generation, training and clustering.
         shape: synthetic image shape.
-        n_train: training images per style (also the clustering bank).
-        n_test: held-out test images per style (never trained on or clustered).
+        n_train: training images per style (also the style bank's references).
+        n_val: validation images per style (choices only; never trained on).
+        n_test: test images per style (reported only).
+        n_negatives: non-microscopy images per kind in each negatives split.
         width: network channels (input, then per level).
         diam_mean: mean cell diameter the networks are trained at.
-        nuclei_diam_mean: mean diameter of the nuclei model.
         generalist: generalist training schedule (from scratch).
-        specialist: specialist and nuclei schedule (fine-tuned from the generalist).
+        specialist: specialist schedule (fine-tuned from the generalist).
         cluster: Leiden clustering of the bank's styles.
         embed: how the style pass embeds images (recorded in the bank).
+        ood: the out-of-distribution check's settings.
     """
 
     seed: int = 0
     shape: tuple[int, int] = (256, 256)
     n_train: int = 48
+    n_val: int = 12
     n_test: int = 12
+    n_negatives: int = 16
     width: tuple[int, ...] = (2, 16, 32, 64, 128)
     diam_mean: float = 17.0
-    nuclei_diam_mean: float = 17.0
     generalist: TrainConfig = field(default_factory=_generalist_schedule)
     specialist: TrainConfig = field(default_factory=_specialist_schedule)
     cluster: ClusterParams = field(default_factory=_zoo_clustering)
     embed: EmbedParams = field(default_factory=EmbedParams)
+    ood: OODParams = field(default_factory=OODParams)
 
 
 @dataclass
 class StyleScores:
-    """AP per IoU threshold (``EVAL_THRESHOLDS``) of one method on one style's test set."""
+    """AP per IoU threshold (``EVAL_THRESHOLDS``) of one method on one style's test images."""
 
     style: str
     method: str
     ap: np.ndarray
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Which model serves one cluster, and the validation figures that decided it.
+
+    Attributes:
+        cluster: the cluster id.
+        candidate: the specialist trained for it (None: no trainable image).
+        images: validation images routed to the cluster (in distribution).
+        generalist: the generalist's pooled AP at ``SELECT_AT`` on those images.
+        specialist: the candidate's pooled AP at ``SELECT_AT`` on those images.
+        serves: the candidate serves the cluster (else the generalist does).
+    """
+
+    cluster: int
+    candidate: str | None
+    images: int
+    generalist: tuple[float, ...]
+    specialist: tuple[float, ...]
+    serves: bool
+
+    def to_dict(self) -> dict:
+        return {"cluster": self.cluster, "candidate": self.candidate, "images": self.images,
+                "generalist": list(self.generalist), "specialist": list(self.specialist),
+                "serves": self.serves}
+
+
 @dataclass
 class BuildReport:
-    """What a build produced and measured."""
+    """What a build produced and measured.
+
+    ``scores``, ``routing_accuracy`` and ``routing_per_style`` are the test split's;
+    ``validation`` and ``test`` hold every image's route and counts.
+    """
 
     models: dict[str, SegmentationModel]
     bank: StyleBank
@@ -121,15 +179,13 @@ class BuildReport:
     routing_per_style: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     losses: dict[str, list[float]] = field(default_factory=dict)
+    selection: list[Selection] = field(default_factory=list)
+    validation: SplitResult | None = None
+    test: SplitResult | None = None
+    ood: OODReport | None = None
 
 
 StepFn = Callable[[str, int, int, float], None]
-
-
-def _named(base: str, taken: set[str]) -> str:
-    name = base if base not in taken else f"{base}-style"
-    taken.add(name)
-    return name
 
 
 class _Clock:
@@ -142,57 +198,90 @@ class _Clock:
         self.start = now
 
 
-def build_zoo(config: BuildConfig | None = None, *, progress: StepFn | None = None) -> BuildReport:
-    """Build the whole default zoo in memory (see the module docstring for the steps).
+@dataclass
+class _Data:
+    train: list[Sample]
+    validation: list[Sample]
+    test: list[Sample]
+    negatives: dict[str, list[Negative]]
+
+
+def _generate(config: BuildConfig) -> _Data:
+    def split(name: str, n: int) -> list[Sample]:
+        return generate_dataset(STYLES, n, seed=split_seed(name, config.seed), shape=config.shape)
+
+    drawn = {name: negatives(name, per_kind=config.n_negatives, shape=config.shape,
+                             seed=config.seed)
+             for name in ("train", "validation", "test")}
+    return _Data(split("train", config.n_train), split("validation", config.n_val),
+                 split("test", config.n_test), drawn)
+
+
+def build_zoo(
+    config: BuildConfig | None = None,
+    *,
+    progress: StepFn | None = None,
+    workdir: str | Path | None = None,
+) -> BuildReport:
+    """Build the whole default zoo (see the module docstring for the steps).
 
     Args:
         config: sizes, schedules and seed.
-        progress: called as ``progress(step, epoch, epochs, loss)`` after each epoch.
+        progress: called as ``progress(step, done, total, loss)`` after each training epoch
+            (``loss`` the epoch's mean) and each evaluated image (``loss`` NaN).
+        workdir: where the staged zoos evaluated on validation and test are written
+            (default: a temporary folder, removed afterwards).
     """
     config = config or BuildConfig()
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="zoo-build-") as tmp:
+            return build_zoo(config, progress=progress, workdir=tmp)
+    workdir = Path(workdir)
     timings: dict[str, float] = {}
     clock = _Clock(timings)
-    train_set = generate_dataset(STYLES, config.n_train, seed=config.seed, shape=config.shape)
-    test_set = generate_dataset(STYLES, config.n_test, seed=config.seed + 1, shape=config.shape)
+    data = _generate(config)
     clock.lap("generate data")
 
     generalist = SegmentationModel.create(NetConfig(channels=config.width),
                                           diam_mean=config.diam_mean, seed=config.seed)
-    losses = {GENERALIST: _train(generalist, train_set, config.generalist, GENERALIST, progress)}
+    losses = {GENERALIST: _train(generalist, data.train, config.generalist, GENERALIST, progress)}
     clock.lap("train generalist")
 
-    styles, _ = embed_many(Predictor(generalist, Settings(device="cpu")),
-                           (s.image for s in train_set), [sample_params(s) for s in train_set],
-                           config.embed)
-    bank = build_style_bank(styles, [s.style for s in train_set], config.cluster)
-    bank = with_references(bank, train_set, config)
+    embedder = Predictor(generalist, Settings(device="cpu"))
+    styles, _ = embed_many(embedder, (s.image for s in data.train),
+                           [sample_params(s) for s in data.train], config.embed)
+    bank = build_style_bank(styles, [s.style for s in data.train], config.cluster)
+    bank = with_references(bank, data.train, config)
     clock.lap("styles and clustering")
 
-    models = {GENERALIST: generalist}
-    taken = {GENERALIST, NUCLEI}
-    specialists, train_styles = {}, {GENERALIST: list(STYLES)}
-    for cluster, cluster_name in enumerate(bank.names):
-        members = [s for s, label in zip(train_set, bank.labels) if label == cluster]
-        if not any(_trainable(s, config.specialist) for s in members):
-            log.info("cluster %s has no trainable image: the generalist serves it", cluster_name)
-            continue
-        name = _named(f"cpnet.{cluster_name}", taken)
-        specialist = _fine_tune(generalist, members, config.specialist, name, progress, losses)
-        models[name], specialists[cluster] = specialist, name
-        train_styles[name] = sorted({s.style for s in members})
-    bank = bank.with_specialists(specialists)
+    candidates = _train_specialists(generalist, bank, data.train, config, progress, losses)
+    models = {GENERALIST: generalist, **{name: m for name, (m, _) in candidates.items()}}
     clock.lap("train specialists")
 
-    nuclei_images = [s for s in train_set if s.style == "nuclei"]
-    nuclei = _fine_tune(generalist, nuclei_images, config.specialist, NUCLEI, progress, losses,
-                        diam_mean=config.nuclei_diam_mean)
-    models[NUCLEI], train_styles[NUCLEI] = nuclei, ["nuclei"]
-    clock.lap("train nuclei model")
+    bank, ood = calibrate_ood(bank, embedder, data, config)
+    clock.lap("OOD calibration")
 
-    report = BuildReport(models=models, bank=bank, specialists=specialists,
-                         train_styles=train_styles, timings=timings, losses=losses)
-    evaluate_routing(report, test_set, config)
-    clock.lap("evaluate")
+    by_cluster = {cluster: name for name, (_, cluster) in candidates.items()}
+    report = BuildReport(models=models, bank=bank.with_specialists(by_cluster),
+                         specialists=by_cluster, train_styles=_train_styles(bank, candidates),
+                         timings=timings, losses=losses, ood=ood)
+    zoo = _staged(report, config, workdir / "validation")
+    report.validation = evaluate_split(zoo, data.validation, split="validation",
+                                       generalist=GENERALIST, methods=("generalist", "routed"),
+                                       progress=_counter(progress, "validation",
+                                                         len(data.validation)))
+    report.selection = select(report.validation, by_cluster, bank.n_clusters)
+    _serve(report, config)
+    clock.lap("validation")
+
+    zoo = _staged(report, config, workdir / "test")
+    report.test = evaluate_split(zoo, data.test, split="test", generalist=GENERALIST,
+                                 progress=_counter(progress, "test", len(data.test)))
+    negative_routes = [zoo.route(n.image, NEGATIVE_PARAMS) for n in data.negatives["test"]]
+    ood.record("test", [i.route.ood_score for i in report.test.images],
+               [r.ood_score for r in negative_routes], [n.kind for n in data.negatives["test"]])
+    _summarise(report)
+    clock.lap("test")
     return report
 
 
@@ -212,21 +301,147 @@ def with_references(bank: StyleBank, samples: Sequence[Sample], config: BuildCon
                    embedding={"model": GENERALIST, **config.embed.to_dict()})
 
 
-def reembed_bank(bank: StyleBank, generalist: SegmentationModel, config: BuildConfig) -> StyleBank:
-    """The bank's references embedded again with ``config.embed`` (their clusters, names
-    and specialists kept): regenerates the training images of ``config``'s seed, so the
-    bank of a built zoo follows a change of the embedding without retraining."""
-    samples = generate_dataset(STYLES, config.n_train, seed=config.seed, shape=config.shape)
-    if [s.style for s in samples] != list(bank.sources):
-        raise ZooError("the bank's references are not this build's training images")
-    styles, _ = embed_many(Predictor(generalist, Settings(device="cpu")),
-                           (s.image for s in samples), [sample_params(s) for s in samples],
-                           config.embed)
-    vectors = normalize_styles(styles)
-    rebuilt = replace(
-        bank, vectors=vectors, centroids=centroids_of(vectors, bank.labels, bank.n_clusters),
-        ood_threshold=float(np.percentile(nearest_other_distances(vectors), 99)))
-    return with_references(rebuilt, samples, config)
+def calibrate_ood(bank: StyleBank, embedder: Predictor, data: _Data, config: BuildConfig
+                  ) -> tuple[StyleBank, OODReport]:
+    """The bank with its OOD check (``zoo.ood``): fitted on the bank's styles, the threshold
+    calibrated on the train and validation negatives and the validation images."""
+    def styles(images: Sequence[np.ndarray], params) -> np.ndarray:
+        return embed_many(embedder, images, params, config.embed)[0]
+
+    model = fit_ood(bank.vectors, bank.labels, config.ood)
+    validation = model.score(styles([s.image for s in data.validation],
+                                    [sample_params(s) for s in data.validation]))
+    negative = {split: model.score(styles([n.image for n in data.negatives[split]],
+                                          NEGATIVE_PARAMS))
+                for split in ("train", "validation")}
+    threshold = calibrate_threshold(validation, np.concatenate(list(negative.values())),
+                                    config.ood)
+    model = model.with_threshold(threshold)
+    report = OODReport(threshold, model.params, model.description)
+    report.record("validation", validation, negative["validation"],
+                  [n.kind for n in data.negatives["validation"]])
+    return replace(bank, ood=model), report
+
+
+def select(result: SplitResult, candidates: dict[int, str], n_clusters: int) -> list[Selection]:
+    """Which model serves each cluster, decided on validation.
+
+    A candidate serves its cluster when, pooled over the validation images routed to that
+    cluster (in distribution), its AP is at least the generalist's at every threshold of
+    ``SELECT_AT`` and higher at one of them. A cluster no validation image was routed to, or
+    without a candidate, is served by the generalist.
+    """
+    index = [EVAL_THRESHOLDS.index(t) for t in SELECT_AT]
+    selections = []
+    for cluster in range(n_clusters):
+        routed = [i for i in result.images if not i.route.ood and i.route.cluster == cluster]
+        candidate = candidates.get(cluster)
+        if not routed or candidate is None:
+            selections.append(Selection(cluster, candidate, len(routed), (), (), False))
+            continue
+        general = aggregate(i.counts["generalist"] for i in routed).average_precision[index]
+        special = aggregate(i.counts["routed"] for i in routed).average_precision[index]
+        serves = bool(np.all(special >= general) and np.any(special > general))
+        selections.append(Selection(cluster, candidate, len(routed),
+                                    tuple(round(float(v), 4) for v in general),
+                                    tuple(round(float(v), 4) for v in special), serves))
+    return selections
+
+
+def _serve(report: BuildReport, config: BuildConfig) -> None:
+    """Keep the candidates that serve; name the nuclei cluster's one ``cpnet.nuclei``."""
+    served = {s.cluster: s.candidate for s in report.selection if s.serves}
+    evidence = {s.cluster: {"generalist": list(s.generalist), "specialist": list(s.specialist),
+                            "images": s.images, "at": list(SELECT_AT), "serves": s.serves}
+                for s in report.selection if s.candidate is not None}
+    for cluster, name in report.specialists.items():
+        if cluster not in served and name != NUCLEI:
+            report.models.pop(name, None)
+            report.train_styles.pop(name, None)
+    report.specialists = served
+    report.bank = replace(report.bank.with_specialists(served), selection=evidence)
+
+
+def _train_specialists(
+    generalist: SegmentationModel,
+    bank: StyleBank,
+    train_set: Sequence[Sample],
+    config: BuildConfig,
+    progress: StepFn | None,
+    losses: dict[str, list[float]],
+) -> dict[str, tuple[SegmentationModel, int]]:
+    """One fine-tuned candidate per cluster with a trainable image: name → (model, cluster).
+
+    The candidate of the cluster where most ``nuclei`` references are is ``cpnet.nuclei``."""
+    nuclei_home = home_cluster(bank, "nuclei") if "nuclei" in bank.sources else -1
+    taken = {GENERALIST, NUCLEI}
+    candidates = {}
+    for cluster, cluster_name in enumerate(bank.names):
+        members = [s for s, label in zip(train_set, bank.labels) if label == cluster]
+        if not any(_trainable(s, config.specialist) for s in members):
+            log.info("cluster %s has no trainable image: the generalist serves it", cluster_name)
+            continue
+        name = NUCLEI if cluster == nuclei_home else _named(f"cpnet.{cluster_name}", taken)
+        model = copy.deepcopy(generalist)
+        losses[name] = _train(model, members, config.specialist, name, progress)
+        candidates[name] = (model, cluster)
+    return candidates
+
+
+def _train_styles(bank: StyleBank, candidates: dict[str, tuple[SegmentationModel, int]]
+                  ) -> dict[str, list[str]]:
+    sources = np.asarray(bank.sources)
+    styles = {GENERALIST: sorted(set(bank.sources))}
+    for name, (_, cluster) in candidates.items():
+        styles[name] = sorted(set(sources[bank.labels == cluster].tolist()))
+    return styles
+
+
+def _staged(report: BuildReport, config: BuildConfig, root: Path):
+    """The zoo of ``report`` written under ``root`` (fp16 weights, as shipped) and opened
+    through the registry, as a user would."""
+    from zoo.pipeline import Zoo
+    from zoo.registry import Registry
+
+    write_release(report, config, root)
+    settings = Settings(home=root / ".home", device="cpu", offline=True)
+    registry = Registry.from_path(root / "models.yaml", settings=settings)
+    return Zoo(registry, settings=settings, max_loaded=len(report.models) + 1)
+
+
+def _summarise(report: BuildReport) -> None:
+    test = report.test
+    report.scores = [StyleScores(style, method, test.ap(method, style))
+                     for style in test.styles for method in test.images[0].counts]
+    report.routing_per_style = {style: test.routing_accuracy(style) for style in test.styles}
+    report.routing_accuracy = test.routing_accuracy()
+
+
+def _counter(progress: StepFn | None, step: str, total: int) -> Callable[[], None] | None:
+    if progress is None:
+        return None
+    done = [0]
+
+    def tick() -> None:
+        done[0] += 1
+        progress(step, done[0], total, float("nan"))
+
+    return tick
+
+
+def _as_shipped(model: SegmentationModel) -> None:
+    """Round the weights through float16 in place, as ``zoo.release`` stores them, so styles
+    embedded during the build are those the shipped model computes."""
+    with torch.no_grad():
+        for tensor in model.net.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+
+
+def _named(base: str, taken: set[str]) -> str:
+    name = base if base not in taken else f"{base}-style"
+    taken.add(name)
+    return name
 
 
 def _thumbnail(rgb: np.ndarray, size: int = 48) -> np.ndarray:
@@ -248,94 +463,10 @@ def _train(
     schedule: TrainConfig,
     name: str,
     progress: StepFn | None,
-    *,
-    fit_size: bool = True,
 ) -> list[float]:
     log.info("training %s on %d images", name, len(images))
     callback = None if progress is None else (lambda e, n, loss: progress(name, e, n, loss))
     result = train(model, images, schedule, progress=callback)
-    if fit_size:
-        fit_size_model(model, images, config=schedule)
+    _as_shipped(model)
+    fit_size_model(model, images, config=schedule)
     return result.losses
-
-
-def _fine_tune(
-    parent: SegmentationModel,
-    images: Sequence[Sample],
-    schedule: TrainConfig,
-    name: str,
-    progress: StepFn | None,
-    losses: dict[str, list[float]],
-    *,
-    diam_mean: float | None = None,
-) -> SegmentationModel:
-    model = copy.deepcopy(parent)
-    if diam_mean is not None:
-        model.diam_mean = diam_mean
-    losses[name] = _train(model, images, schedule, name, progress)
-    return model
-
-
-def evaluate_routing(report: BuildReport, test_set: Sequence[Sample], config: BuildConfig) -> None:
-    """Score generalist, routed specialists and the oracle specialist on the test set.
-
-    The oracle uses the specialist of the cluster that holds most of the image's style
-    in the training bank. A route is correct when it picks the specialist of a cluster
-    whose training images are mostly of the image's own style (a style may span two
-    clusters, and either one's specialist was trained on it); an out-of-distribution
-    fallback to the generalist counts as wrong. Routing accuracy is the fraction of
-    test images routed correctly.
-    """
-    predictors = {name: Predictor(model, Settings(device="cpu"))
-                  for name, model in report.models.items()}
-    router = Router(report.bank, generalist=GENERALIST)
-    oracle = _oracle_specialists(report)
-    own = _specialists_by_style(report)
-    styles, diameters = embed_many(predictors[GENERALIST], (s.image for s in test_set),
-                                   [sample_params(s) for s in test_set], config.embed)
-    routes = router.route_styles(styles)
-    counts: dict[tuple[str, str], list] = {}
-    correct: dict[str, list[bool]] = {}
-    for sample, route, diameter in zip(test_set, routes, diameters):
-        chosen = {"generalist": GENERALIST, "routed": route.model, "oracle": oracle[sample.style]}
-        if sample.style == "nuclei" and NUCLEI in predictors:
-            chosen["nuclei model"] = NUCLEI
-        correct.setdefault(sample.style, []).append(
-            not route.ood and route.model in own.get(sample.style, set()))
-        cache: dict[tuple[str, bool], np.ndarray] = {}
-        for method, name in chosen.items():
-            # a routed image is segmented at the style pass's diameter (as Zoo.infer does);
-            # a named model estimates its own
-            routed = method == "routed"
-            if (name, routed) not in cache:
-                params = sample_params(sample)
-                params = replace(params, diameter=diameter) if routed else params
-                cache[name, routed] = predictors[name].predict(sample.image, params).labels
-            counts.setdefault((sample.style, method), []).append(
-                match_counts(sample.labels, cache[name, method == "routed"], EVAL_THRESHOLDS))
-    report.scores = [StyleScores(style, method, aggregate(c).average_precision)
-                     for (style, method), c in counts.items()]
-    report.routing_per_style = {style: float(np.mean(v)) for style, v in correct.items()}
-    report.routing_accuracy = float(np.mean([x for v in correct.values() for x in v]))
-
-
-def _specialists_by_style(report: BuildReport) -> dict[str, set[str]]:
-    """Source style → specialists of the clusters where that style is the majority."""
-    bank, sources = report.bank, np.array(report.bank.sources)
-    own: dict[str, set[str]] = {}
-    for cluster, specialist in report.specialists.items():
-        members = sources[bank.labels == cluster]
-        if members.size:
-            styles, counts = np.unique(members, return_counts=True)
-            own.setdefault(str(styles[counts.argmax()]), set()).add(specialist)
-    return own
-
-
-def _oracle_specialists(report: BuildReport) -> dict[str, str]:
-    bank = report.bank
-    oracle = {}
-    for style in sorted(set(bank.sources)):
-        labels = bank.labels[np.array(bank.sources) == style]
-        cluster = int(np.bincount(labels).argmax())
-        oracle[style] = report.specialists.get(cluster, GENERALIST)
-    return oracle

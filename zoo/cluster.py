@@ -11,7 +11,9 @@ One safetensors file holds a bank:
 
 - tensors ``vectors (N, S)`` float32, ``labels (N,)`` int64, ``centroids (K, S)`` float32;
 - metadata ``cellzoo``: JSON with the cluster names, per-vector sources, the
-  cluster → specialist map, the OOD threshold, ``k`` and the ``ClusterParams`` used.
+  cluster → specialist map, the OOD threshold, ``k`` and the ``ClusterParams`` used;
+- optionally the calibrated OOD check (``zoo.ood``: tensors ``ood.*``, metadata ``ood``)
+  and the validation figures that chose each cluster's model (metadata ``selection``).
 
 Never pickles. ``igraph``, ``leidenalg`` and scikit-learn are imported only when
 clustering, so loading a bank for routing needs numpy and safetensors alone.
@@ -31,6 +33,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
 from zoo.errors import InvalidParamsError, ZooError
+from zoo.ood import OODModel
 
 FORMAT_VERSION = 1
 _UNIT_TOLERANCE = 1e-3
@@ -259,6 +262,12 @@ class StyleBank:
             layout made when the bank was built), or None.
         embedding: how the reference styles were computed (the embedding model's name
             and the embedding's settings); queries must be embedded the same way.
+        ood: the calibrated out-of-distribution check (``zoo.ood``), or None: then a style
+            farther than ``ood_threshold`` from every reference is out of distribution.
+        selection: cluster id → the validation figures that chose its model: ``images``
+            (validation images routed there), ``at`` (IoU thresholds), ``generalist`` and
+            ``specialist`` (pooled AP at those thresholds) and ``serves`` (whether the
+            specialist serves); empty for a bank built without validation.
     """
 
     vectors: np.ndarray
@@ -274,6 +283,8 @@ class StyleBank:
     thumbnails: np.ndarray | None = None
     map_xy: np.ndarray | None = None
     embedding: dict[str, Any] = field(default_factory=dict)
+    ood: OODModel | None = None
+    selection: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "vectors", np.ascontiguousarray(self.vectors, np.float32))
@@ -292,6 +303,8 @@ class StyleBank:
         if self.map_xy is not None:
             object.__setattr__(self, "map_xy", np.ascontiguousarray(self.map_xy, np.float32))
         object.__setattr__(self, "embedding", dict(self.embedding))
+        object.__setattr__(self, "selection",
+                           {int(c): dict(v) for c, v in self.selection.items()})
         _check_arrays(self.vectors, self.labels, self.centroids)
         _check_metadata(self)
 
@@ -321,8 +334,12 @@ class StyleBank:
             "params": asdict(self.params) if self.params is not None else None,
             "refs": self.refs,
             "embedding": self.embedding,
+            "ood": self.ood.meta() if self.ood is not None else None,
+            "selection": {str(c): v for c, v in sorted(self.selection.items())},
         }
         tensors = {"vectors": self.vectors, "labels": self.labels, "centroids": self.centroids}
+        if self.ood is not None:
+            tensors.update(self.ood.tensors())
         if self.thumbnails is not None:
             tensors["thumbnails"] = self.thumbnails
         if self.map_xy is not None:
@@ -360,8 +377,11 @@ class StyleBank:
                 thumbnails=tensors.get("thumbnails"),
                 map_xy=tensors.get("map_xy"),
                 embedding=meta.get("embedding", {}),
+                ood=(OODModel.from_stored(meta["ood"], tensors)
+                     if meta.get("ood") is not None else None),
+                selection={int(c): v for c, v in (meta.get("selection") or {}).items()},
             )
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise ZooError(f"{path}: inconsistent style bank: {error}") from error
 
 
@@ -423,6 +443,12 @@ def _check_metadata(bank: StyleBank) -> None:
         bank.map_xy.shape != (n, 2) or not np.all(np.isfinite(bank.map_xy))
     ):
         raise InvalidParamsError(f"map_xy must be ({n}, 2) and finite, got {bank.map_xy.shape}")
+    if bank.ood is not None and bank.ood.dim != bank.style_dim:
+        raise InvalidParamsError(
+            f"the OOD check is for styles of dim {bank.ood.dim}, the bank's are {bank.style_dim}")
+    outside = sorted(set(bank.selection) - set(range(k_clusters)))
+    if outside:
+        raise InvalidParamsError(f"selection names clusters {outside} outside 0..{k_clusters - 1}")
     unknown = sorted(set(bank.specialists) - set(range(k_clusters)))
     if unknown:
         raise InvalidParamsError(f"specialists name clusters {unknown} outside 0..{k_clusters - 1}")

@@ -5,6 +5,12 @@
 the style is out of distribution or the cluster has no specialist. The style comes from
 ``zoo.embedding.style_pass`` (the same function embedded the bank's references).
 
+Out of distribution: when the bank carries a calibrated check (``bank.ood``, ``zoo.ood``),
+a style whose score exceeds its threshold; else (older banks) a style farther than
+``bank.ood_threshold`` from every reference. Each route's ``reason`` says in one line what
+was measured against which threshold, and why its model serves the image (for a bank built
+with validation, the figures that chose the cluster's model: ``bank.selection``).
+
 How the exact kNN works: bank and queries are L2-normalised, so
 ``||a - b||² = 2 - 2 a·b``; one float32 matrix product ranks the whole bank, and the
 distances of the k winners are then recomputed exactly as ``||a - b||``. The product
@@ -54,14 +60,16 @@ class RouteResult:
         confidence: fraction of the k nearest reference vectors in the winning cluster.
         distance: euclidean distance from the (normalised) style to the nearest
             reference vector, in [0, 2].
-        ood: True when ``distance`` exceeds the bank's ``ood_threshold``.
+        ood: True when ``ood_score`` exceeds ``ood_threshold``.
         fallback: True when the generalist was chosen because the style is out of
             distribution (a cluster without a specialist sets ``model`` to the
             generalist but leaves this False; ``reason`` tells the two apart).
-        reason: one sentence explaining the choice.
+        reason: one line explaining the choice.
         neighbours: the ``k`` nearest references, nearest first.
         map: the query's position on the style map (``{"x", "y"}``: the distance-weighted
             mean of its neighbours' positions on ``zoo.stylemap.layout(bank)``).
+        ood_score: the out-of-distribution score (``bank.ood``'s, else ``distance``).
+        ood_threshold: the score above which a style is out of distribution.
     """
 
     model: str
@@ -74,6 +82,8 @@ class RouteResult:
     reason: str
     neighbours: tuple[Neighbour, ...] = field(default=())
     map: dict[str, float] | None = None
+    ood_score: float = 0.0
+    ood_threshold: float = 0.0
 
     def to_dict(self) -> dict:
         """JSON-ready dict of every field (plain Python types)."""
@@ -119,9 +129,11 @@ class Router:
         for start in range(0, len(queries), _QUERY_CHUNK):
             chunk = queries[start : start + _QUERY_CHUNK]
             winners, votes, nearest, distances = self._vote(chunk)
+            scores = (self.bank.ood.score(chunk) if self.bank.ood is not None
+                      else distances[:, 0])
             results.extend(
-                self._result(int(w), int(v), n, d)
-                for w, v, n, d in zip(winners, votes, nearest, distances)
+                self._result(int(w), int(v), n, d, float(o))
+                for w, v, n, d, o in zip(winners, votes, nearest, distances, scores)
             )
         return results
 
@@ -159,40 +171,57 @@ class Router:
                 distances[rows, order])
 
     def _result(self, cluster: int, votes: int, nearest: np.ndarray,
-                distances: np.ndarray) -> RouteResult:
+                distances: np.ndarray, score: float) -> RouteResult:
         bank, name = self.bank, self.bank.names[cluster]
-        distance = float(distances[0])
-        where = f"{votes}/{self._k} nearest reference styles are in cluster {cluster} ({name!r})"
-        ood = distance > bank.ood_threshold
+        threshold = bank.ood.threshold if bank.ood is not None else bank.ood_threshold
+        measure = (bank.ood.description if bank.ood is not None
+                   else "distance to the nearest reference style")
+        ood = score > threshold
         specialist = bank.specialists.get(cluster)
+        where = f"{votes}/{self._k} nearest references in cluster {cluster} ({name!r})"
         if ood:
             model = self.generalist
-            reason = (
-                f"out of distribution: nearest reference style at distance {distance:.4f} > "
-                f"threshold {bank.ood_threshold:.4f} (nearest cluster {cluster}, {name!r}); "
-                f"falling back to the generalist {model!r}"
-            )
-        elif specialist is None:
-            model = self.generalist
-            reason = f"{where}, which has no specialist; using the generalist {model!r}"
+            reason = (f"out of distribution: {measure} {score:.3f} > threshold {threshold:.3f}"
+                      f" (nearest cluster {cluster}, {name!r}); using the generalist {model!r}")
         else:
-            model = specialist
-            reason = f"{where}; using its specialist {model!r}"
+            model = specialist or self.generalist
+            reason = (f"in distribution ({measure} {score:.3f} <= {threshold:.3f}); {where}; "
+                      + self._why(cluster, specialist))
         return RouteResult(
             model=model,
             cluster=cluster,
             cluster_name=name,
             confidence=votes / self._k,
-            distance=distance,
+            distance=float(distances[0]),
             ood=ood,
             fallback=ood,
             reason=reason,
             neighbours=tuple(Neighbour(bank.refs[i], int(bank.labels[i]), float(d))
                              for i, d in zip(nearest, distances)),
             map=self._place(nearest, distances),
+            ood_score=score,
+            ood_threshold=threshold,
         )
+
+    def _why(self, cluster: int, specialist: str | None) -> str:
+        """Why the cluster's model serves it: the validation figures when the bank has them."""
+        evidence = self.bank.selection.get(cluster)
+        if evidence is None or not evidence.get("specialist"):
+            return (f"using its specialist {specialist!r}" if specialist is not None else
+                    f"it has no specialist; using the generalist {self.generalist!r}")
+        at = "/".join(f"{t:g}" for t in evidence["at"])
+        figures = (f"AP@{at} {_joined(evidence['specialist'])} against the generalist's "
+                   f"{_joined(evidence['generalist'])} on {evidence['images']} validation images")
+        if specialist is not None:
+            return f"its specialist {specialist!r} beat the generalist ({figures})"
+        return (f"its specialist did not beat the generalist ({figures}); using the generalist "
+                f"{self.generalist!r}")
 
     def _place(self, nearest: np.ndarray, distances: np.ndarray) -> dict[str, float]:
         """The query's place on the style map (``zoo.stylemap.place``)."""
         x, y = place(self._layout, nearest, distances)
         return {"x": float(x), "y": float(y)}
+
+
+def _joined(values: list[float]) -> str:
+    return "/".join(f"{v:.2f}" for v in values)

@@ -9,7 +9,7 @@ flipped with the image.
 Loss (as Cellpose): ``MSE(predicted flows, 5 × unit flows) / 2 + BCE(cellprob logit,
 foreground)``.
 
-Schedule (Cellpose 2.0 methods, seed 001): SGD with momentum 0.9, the learning rate rising
+Schedule (Cellpose 2.0, Methods): SGD with momentum 0.9, the learning rate rising
 linearly from 0 over ``warmup_epochs``, then constant, then halved every
 ``anneal_every`` epochs over the last ``anneal_epochs`` epochs; weight decay
 ``weight_decay``. Each epoch sees every training image once (at least ``min_per_epoch``

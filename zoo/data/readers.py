@@ -15,7 +15,7 @@ Conventions (see each reader for details):
 - **COCO** (LIVECell, EVICAN): polygons and RLE (uncompressed or compressed) are
   decoded here, without pycocotools, pixel-for-pixel as pycocotools decodes them.
   Crowd annotations (``iscrowd=1``) are skipped, so their pixels are background.
-  Overlaps are removed as Cellpose 2.0 did for LIVECell (seed 001, Methods;
+  Overlaps are removed as Cellpose 2.0 did for LIVECell (Pachitariu & Stringer 2022, Methods;
   ``remove_overlaps`` in cellpose ``paper/2.0/datasets.py``), see :func:`resolve_overlaps`.
 - **TissueNet**: ``X[..., 0]`` is the nuclear stain and ``X[..., 1]`` the
   membrane/cytoplasm stain; ``y[..., 0]`` is whole-cell and ``y[..., 1]`` nuclear labels.
@@ -662,7 +662,7 @@ def resolve_overlaps(
 ) -> np.ndarray:
     """Turn possibly overlapping ROIs into one label image, as Cellpose 2.0 did for LIVECell.
 
-    How it works (seed 001, Methods, "LiveCell"): ROIs are visited from smallest to
+    How it works (Cellpose 2.0, Methods, "LiveCell"): ROIs are visited from smallest to
     largest area (ties in input order). An ROI is dropped when at least
     ``overlap_threshold`` of its pixels are also covered by at least one other ROI not
     yet dropped; a dropped ROI stops counting as cover for the ones after it. (The paper says "more

@@ -1,0 +1,402 @@
+"""The zoo build report: its data (``docs/zoo.json``) and the pages rendered from that data.
+
+``zoo build`` measures the zoo it trained (AP per style and method, routing accuracy, the
+clusters, step timings). ``report_data`` turns that into a JSON-able dictionary;
+``write_report`` writes it as ``docs/zoo.json`` together with ``docs/zoo.md``
+(``render_report``: the data in a fixed template) and the AP-vs-IoU plot. The README's
+figures about the zoo come from the same data (``readme_sections``), filled between
+``<!-- zoo:NAME:start -->`` and ``<!-- zoo:NAME:end -->`` markers (``fill_markers``), so the
+text cannot drift from the build that produced it.
+
+The data, schema 1::
+
+    date, command, machine (zoo.machine.facts() when the report was written)
+    settings    seed, n_train, n_test, shape, width, diam_mean, embed, clustering, schedules
+    styles      the synthetic styles, sorted
+    thresholds  the IoU thresholds of "ap", as strings ("0.5", "0.75", ...)
+    ap          method → style (and "mean") → threshold → AP
+    routing     accuracy, correct, images, per_style
+    clusters    [{id, name, specialist, training_images, sources: {style: count}}]
+    clustering  adjusted_rand (clusters against source styles), optional ood_threshold
+    timings_s   build step → seconds
+    zoo_eval_reproduces  whether ``zoo eval synthetic`` draws this build's test images
+    notes       optional: {"timings": text} (what the figures alone do not say)
+    provenance  optional: where the data came from when not written by the build, and
+                what changed in the zoo since
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from zoo import machine
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from zoo.build import BuildConfig, BuildReport
+    from zoo.cluster import StyleBank
+
+SCHEMA = 1
+METHODS = ("generalist", "routed", "oracle")
+SHOWN = ("0.5", "0.75", "0.9")
+REPORT_JSON, REPORT_MD, AP_PLOT = "docs/zoo.json", "docs/zoo.md", "docs/figures/ap_vs_iou.png"
+MARKER = re.compile(r"<!-- (?P<name>(?P<kind>[a-z]+):[\w.-]+):start -->(?P<body>.*?)"
+                    r"<!-- (?P=name):end -->", re.DOTALL)
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+def report_data(report: BuildReport, config: BuildConfig) -> dict[str, Any]:
+    """The build's measurements as a JSON-able dictionary (schema in the module docstring)."""
+    from zoo.build import EVAL_THRESHOLDS
+
+    styles = sorted({s.style for s in report.scores})
+    ap: dict[str, dict[str, dict[str, float]]] = {}
+    for score in report.scores:
+        ap.setdefault(score.method, {})[score.style] = _by_threshold(EVAL_THRESHOLDS, score.ap)
+    for method, by_style in ap.items():
+        if set(by_style) == set(styles):
+            mean = np.mean([[by_style[s][f"{t:g}"] for t in EVAL_THRESHOLDS] for s in styles], 0)
+            by_style["mean"] = _by_threshold(EVAL_THRESHOLDS, mean)
+    per_style = {s: report.routing_per_style.get(s, 0.0) for s in styles}
+    correct = int(round(sum(per_style.values()) * config.n_test))
+    return {
+        "schema": SCHEMA,
+        "date": machine.now(),
+        "command": build_command(config),
+        "machine": {**machine.facts(), "threads": machine.threads()},
+        "settings": _settings(config),
+        "styles": styles,
+        "thresholds": [f"{t:g}" for t in EVAL_THRESHOLDS],
+        "ap": ap,
+        "routing": {"accuracy": report.routing_accuracy, "correct": correct,
+                    "images": config.n_test * len(styles), "per_style": per_style},
+        "clusters": clusters_of(report.bank),
+        "clustering": {"adjusted_rand": adjusted_rand(report.bank),
+                       "ood_threshold": report.bank.ood_threshold},
+        "timings_s": {step: round(seconds, 1) for step, seconds in report.timings.items()},
+        # `zoo eval synthetic` draws seed 1, 12 per style: this build's test set when seed 0
+        "zoo_eval_reproduces": (config.seed, config.n_test) == (0, 12),
+    }
+
+
+def _by_threshold(thresholds: Sequence[float], values: Sequence[float]) -> dict[str, float]:
+    return {f"{t:g}": round(float(v), 4) for t, v in zip(thresholds, values)}
+
+
+def _settings(config: BuildConfig) -> dict[str, Any]:
+    return {"seed": config.seed, "n_train": config.n_train, "n_test": config.n_test,
+            "shape": list(config.shape), "width": list(config.width),
+            "diam_mean": config.diam_mean, "nuclei_diam_mean": config.nuclei_diam_mean,
+            "embed": config.embed.to_dict(), "clustering": asdict(config.cluster),
+            "generalist_schedule": _jsonable(asdict(config.generalist)),
+            "specialist_schedule": _jsonable(asdict(config.specialist))}
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+def build_command(config: BuildConfig) -> str:
+    """The ``zoo build`` command line that gives ``config``."""
+    from zoo.build import BuildConfig
+
+    default = BuildConfig()
+    words = ["zoo build", f"--seed {config.seed}"]
+    for name, option in (("n_train", "--n-train"), ("n_test", "--n-test")):
+        if getattr(config, name) != getattr(default, name):
+            words.append(f"{option} {getattr(config, name)}")
+    if config.generalist.epochs != default.generalist.epochs:
+        words.append(f"--epochs {config.generalist.epochs}")
+    if config.specialist.epochs != default.specialist.epochs:
+        words.append(f"--specialist-epochs {config.specialist.epochs}")
+    return " ".join(words)
+
+
+def clusters_of(bank: StyleBank) -> list[dict[str, Any]]:
+    """Each cluster of a ``StyleBank``: id, name, specialist, size and source styles."""
+    sources = np.array(bank.sources)
+    rows = []
+    for cid, name in enumerate(bank.names):
+        members = sources[bank.labels == cid]
+        styles, counts = np.unique(members, return_counts=True)
+        order = np.argsort(-counts, kind="stable")
+        rows.append({"id": cid, "name": name, "specialist": bank.specialists.get(cid),
+                     "training_images": int(members.size),
+                     "sources": {str(styles[i]): int(counts[i]) for i in order}})
+    return rows
+
+
+def adjusted_rand(bank: StyleBank) -> float:
+    """Adjusted Rand index of the bank's clusters against its vectors' source styles."""
+    from sklearn.metrics import adjusted_rand_score
+
+    return round(float(adjusted_rand_score(bank.sources, bank.labels)), 4)
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """Read ``docs/zoo.json``; raises ValueError naming the file on an unknown schema."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if data.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: report schema {data.get('schema')!r}, expected {SCHEMA}")
+    return data
+
+
+def write_report(report: BuildReport, config: BuildConfig, root: Path) -> dict[str, Any]:
+    """Write ``docs/zoo.json``, ``docs/zoo.md`` and the AP plot under ``root``; return the data."""
+    from zoo.build import EVAL_THRESHOLDS
+    from zoo.viz import plot_ap_curves
+
+    data = report_data(report, config)
+    curves = {method: (EVAL_THRESHOLDS,
+                       np.mean([s.ap for s in report.scores if s.method == method], axis=0))
+              for method in METHODS}
+    plot_ap_curves(curves, root / AP_PLOT, title="Held-out synthetic test images, all styles")
+    (root / REPORT_JSON).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    (root / REPORT_MD).write_text(render_report(data), encoding="utf-8")
+    return data
+
+
+# ---- pages -----------------------------------------------------------------------------------
+
+def ap_table(data: Mapping[str, Any], methods: tuple[str, ...] = METHODS) -> str:
+    """Markdown: AP at 0.5/0.75/0.9 per style and method, the mean row, routing accuracy."""
+    routing = data["routing"]
+    head = [f"{m} AP@{t}" for m in methods for t in SHOWN]
+    lines = ["| style | " + " | ".join(head) + " | routing acc. |",
+             "|---|" + "---:|" * (len(head) + 1)]
+    for style in [*data["styles"], "mean"]:
+        cells = [_ap(data, m, style, t) for m in methods for t in SHOWN]
+        accuracy = routing["accuracy"] if style == "mean" else routing["per_style"].get(style)
+        lines.append(f"| {style} | " + " | ".join(cells) + f" | {_percent(accuracy)} |")
+    return "\n".join(lines)
+
+
+def _ap(data: Mapping[str, Any], method: str, style: str, threshold: str) -> str:
+    value = data["ap"].get(method, {}).get(style, {}).get(threshold)
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _about(data: Mapping[str, Any]) -> str:
+    s = data["settings"]
+    when = f" on {data['date'][:10]}" if data.get("date") else ""
+    where = f" ({machine.describe(data['machine'])})" if data.get("machine") else ""
+    return (f"Built by `{data['command']}`{when}{where}: {s['n_train']} training and "
+            f"{s['n_test']} held-out test images per synthetic style "
+            f"({', '.join(data['styles'])}), "
+            f"{s['shape'][0]}×{s['shape'][1]} pixels, network channels {s['width']}.")
+
+
+def _protocol(data: Mapping[str, Any]) -> str:
+    s = data["settings"]
+    return f"""## How the images were used
+
+- **Training images** ({s['n_train']} per style, drawn with seed {s['seed']}) trained the
+  generalist, make up the style bank (one style vector each) and, cluster by cluster,
+  fine-tuned the specialists.
+- **Test images** ({s['n_test']} per style, drawn with seed {s['seed'] + 1}) were never
+  trained on and are not in the style bank. The AP and routing figures below are measured on
+  them.
+- **The clustering settings** (see [Style clusters](#style-clusters)) are fixed in the code
+  (`zoo.build._zoo_clustering`); they were chosen before this build, by how well candidate
+  clusterings of the training images matched those images' source styles (adjusted Rand
+  index). The script that compared the candidates also printed each one's routing accuracy
+  on these test images, so the test set was seen while the settings were chosen, although
+  the choice was made on the training images. The routing accuracy below is therefore not
+  a fully independent estimate."""
+
+
+def _reproduce(data: Mapping[str, Any]) -> str:
+    if not data.get("zoo_eval_reproduces"):
+        return ""
+    return ("\nReproduce a column per style with `zoo eval synthetic:STYLE --model "
+            "cpnet.generalist` (generalist) or `--model auto` (routed): `zoo eval synthetic` "
+            "draws the same test images. The shipped weights are stored in fp16, so figures "
+            "can differ in the third decimal.\n")
+
+
+def _definitions() -> str:
+    return """*generalist*: one model for every image; *routed*: the specialist chosen by 5-NN vote
+over the style bank; *oracle*: the specialist of the cluster that holds most of the image's
+style. *routing acc.*: the fraction of test images routed to the specialist of a cluster
+whose training images are mostly of the image's own style (an out-of-distribution fallback
+counts as wrong)."""
+
+
+def _clusters(data: Mapping[str, Any]) -> str:
+    lines = ["| cluster | name | specialist | training images | source styles |",
+             "|---:|---|---|---:|---|"]
+    for c in data["clusters"]:
+        sources = ", ".join(f"{style} {n}" for style, n in c["sources"].items())
+        lines.append(f"| {c['id']} | {c['name']} | {c['specialist'] or '-'} | "
+                     f"{c['training_images']} | {sources} |")
+    p = data["settings"]["clustering"]
+    space = (f"the styles whitened to their top {p['whiten']} principal components"
+             if p.get("whiten") else "the L2-normalised styles")
+    graph = f"{p['n_neighbors']}-nearest-neighbour" if p.get("n_neighbors") else "nearest-neighbour"
+    text = [f"Leiden on a {graph} graph of {space}, resolution {p['resolution']:g}, Leiden "
+            f"seed {p['seed']}. Adjusted Rand index of these clusters against the source "
+            f"styles: {data['clustering']['adjusted_rand']:.2f}."]
+    split = split_styles(data)
+    for style, names in split.items():
+        text.append(f"{style.capitalize()} images form {len(names)} clusters "
+                    f"({', '.join(f'`{n}`' for n in names)}); a {style} image routed to any "
+                    "of them counts as correct, which is why routed can exceed the oracle (the "
+                    f"specialist of the largest {style} cluster) on {style}.")
+    return "\n".join(lines) + "\n\n" + " ".join(text)
+
+
+def split_styles(data: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Source styles that are the majority of more than one cluster → those clusters' names."""
+    majority: dict[str, list[str]] = {}
+    for c in data["clusters"]:
+        if c["sources"]:
+            majority.setdefault(next(iter(c["sources"])), []).append(c["name"])
+    return {style: names for style, names in majority.items() if len(names) > 1}
+
+
+def _timings(data: Mapping[str, Any]) -> str:
+    rows = "\n".join(f"| {step} | {seconds / 60:.1f} |"
+                     for step, seconds in data["timings_s"].items())
+    total = sum(data["timings_s"].values()) / 60
+    text = f"| step | minutes |\n|---|---:|\n{rows}\n| total | {total:.1f} |"
+    note = data.get("notes", {}).get("timings")
+    return text + (f"\n\n{note}" if note else "")
+
+
+def render_report(data: Mapping[str, Any]) -> str:
+    """``docs/zoo.md``: the report ``data`` in this module's fixed template."""
+    provenance = f"\n\n{data['provenance']}" if data.get("provenance") else ""
+    return f"""# The default zoo: routed specialists against one generalist
+
+<!-- Generated from docs/zoo.json by zoo.report.render_report: `python docs/render.py`
+rewrites it. Change the data or the template in zoo/report.py, not this file. -->
+
+{_about(data)}{provenance}
+
+{_protocol(data)}
+
+## AP per style (held-out test images)
+
+{ap_table(data)}
+{_reproduce(data)}
+{_definitions()}
+
+![AP vs IoU](figures/ap_vs_iou.png)
+
+## Style clusters
+
+{_clusters(data)}
+
+## Build time (minutes)
+
+{_timings(data)}
+"""
+
+
+# ---- README sections ---------------------------------------------------------------------------
+
+def _gaps(data: Mapping[str, Any], thresholds: tuple[str, ...] = SHOWN
+          ) -> list[tuple[str, str, float, float]]:
+    """(style, threshold, routed, generalist) wherever routed scores below the generalist."""
+    ap = data["ap"]
+    return [(style, t, ap["routed"][style][t], ap["generalist"][style][t])
+            for style in data["styles"] for t in thresholds
+            if ap["routed"][style][t] < ap["generalist"][style][t]]
+
+
+def _mean_gain(data: Mapping[str, Any], threshold: str = "0.75") -> str:
+    gain = data["ap"]["routed"]["mean"][threshold] - data["ap"]["generalist"]["mean"][threshold]
+    verb = "beat" if gain >= 0 else "trail"
+    return f"{verb} the generalist by {gain:+.3f} mean AP@{threshold}"
+
+
+def readme_routing(data: Mapping[str, Any]) -> str:
+    """The README's opening evidence: AP@0.75 per style, generalist against routed."""
+    ap, styles, routing = data["ap"], data["styles"], data["routing"]
+
+    def cells(method: str) -> str:
+        return " | ".join(f"{ap[method][s]['0.75']:.3f}" for s in [*styles, "mean"])
+
+    worse = sorted({style for style, t, _, _ in _gaps(data, ("0.75",))})
+    caveat = (f", but not on every style: on {' and '.join(worse)} the routed specialists "
+              "score lower (see Known limits)" if worse else " on every style")
+    return f"""Why routing matters, measured on our own zoo ({data['settings']['n_test']} held-out
+synthetic test images per style; how they were used, AP at 0.5 and 0.9, the oracle and the
+plot are in [docs/zoo.md](docs/zoo.md)):
+
+| AP@0.75 | {' | '.join(styles)} | mean |
+|---|{'---:|' * (len(styles) + 1)}
+| one generalist | {cells('generalist')} |
+| routed specialists (`--model auto`) | {cells('routed')} |
+
+Routing picked a specialist of the image's own style for {routing['correct']} of
+{routing['images']} test images. Routed specialists {_mean_gain(data)}{caveat}.{_since(data)}"""
+
+
+def _since(data: Mapping[str, Any]) -> str:
+    if not data.get("provenance"):
+        return ""
+    return (f" These figures were measured by the build of {data['date'][:10]}; what has "
+            "changed in the zoo since is in [docs/zoo.md](docs/zoo.md).")
+
+
+def readme_limits(data: Mapping[str, Any]) -> str:
+    """The README's known-limits bullet on where routing loses to the generalist."""
+    gaps = _gaps(data)
+    if not gaps:
+        return f"- Routed specialists {_mean_gain(data)} and score at least as high on every style."
+    listed = ", ".join(f"{style} AP@{t} {routed:.3f} vs {general:.3f}"
+                       for style, t, routed, general in gaps)
+    return (f"- Routed specialists {_mean_gain(data)}, but not on every style and threshold "
+            f"(routed vs generalist): {listed} ([docs/zoo.md](docs/zoo.md)).")
+
+
+README_SECTIONS: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "zoo:routing": readme_routing, "zoo:limits": readme_limits}
+
+
+def readme_sections(data: Mapping[str, Any]) -> dict[str, str]:
+    """Marker name → generated text, for every ``zoo:`` section the README may hold."""
+    return {name: render(data) for name, render in README_SECTIONS.items()}
+
+
+def fill_markers(text: str, sections: Mapping[str, str], *, kinds: tuple[str, ...]) -> str:
+    """``text`` with every marked section of ``kinds`` replaced by ``sections[name]``.
+
+    A section whose start marker ends its line is a block (the text goes on lines of its
+    own); one that goes on in the same line is inline (``… <!-- bench:x:start -->14×<!--
+    bench:x:end --> …``).
+
+    Raises:
+        KeyError: a marker of one of ``kinds`` names no section in ``sections``.
+    """
+    def replace(match: re.Match) -> str:
+        if match["kind"] not in kinds:
+            return match[0]
+        if match["name"] not in sections:
+            raise KeyError(f"no generator for the marked section {match['name']!r}")
+        body = sections[match["name"]].strip("\n")
+        start, end = f"<!-- {match['name']}:start -->", f"<!-- {match['name']}:end -->"
+        if match["body"].startswith("\n"):
+            return f"{start}\n{body}\n{end}"
+        return f"{start}{body}{end}"
+
+    return MARKER.sub(replace, text)
+
+
+def marked_sections(text: str) -> list[str]:
+    """The names of the marked sections in ``text``, in order."""
+    return [match["name"] for match in MARKER.finditer(text)]
