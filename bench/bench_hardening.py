@@ -3,8 +3,10 @@ default limits) and the CLI.
 
     python bench/bench_hardening.py [--burst-clients 16] [--burst-requests 5]
 
-Prints one table (each reproducer: status and seconds, against the < 10 s target) and the
-summary targets, and writes ``bench/results/hardening.json``:
+Prints one table (each reproducer: status and seconds, against the < 10 s target), the
+targets and the CLI cases, and writes them to ``bench/results/hardening.json`` (the shared
+format of ``bench/_results.py``; ``python docs/render.py`` renders docs/hardening.md's table
+from it):
 
 - 5xx answers across every reproducer, the multipart fuzzing and a schemathesis run: 0;
 - every reproducer answered in < 10 s;
@@ -36,6 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+from _results import Column, Run, Table  # noqa: E402
 from probes import (  # noqa: E402
     declared_too_large,
     disconnect_mid_body,
@@ -49,9 +52,6 @@ from probes import (  # noqa: E402
 
 from tests.serving import SERVER_VARIABLE, free_port, kill_all, marked, wait_gone  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results" / "hardening.json"
-DOC = ROOT / "docs" / "hardening.md"
-START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 TARGET_S, TARGET_RSS_MB, TARGET_RATIO = 10.0, 300.0, 1.5
 
 
@@ -237,12 +237,15 @@ def main() -> None:
     parser.add_argument("--burst-clients", type=int, default=16)
     parser.add_argument("--burst-requests", type=int, default=5)
     args = parser.parse_args()
+    run = Run("hardening", "Issue #12's reproducers and targets against a live zoo serve "
+              "(split, default limits) and the CLI", vars(args))
     with tempfile.TemporaryDirectory(prefix="bench-hardening-") as folder:
         scratch = Path(folder)
         process, url, server = start_service(scratch)
         try:
             for _ in range(3):
-                assert post(url, "warm", files={"image": ("a.png", png64())}).status == 200
+                if post(url, "warm", files={"image": ("a.png", png64())}).status != 200:
+                    raise RuntimeError("the warm-up request failed")
             warmed = rss_mb(server)
             rows = probes(url, scratch)
             after_probes = rss_mb(server)
@@ -260,67 +263,66 @@ def main() -> None:
                 process.kill()
             kill_all(marked(SERVER_VARIABLE, server))
         cli = cli_cases(scratch)
-    report(rows, warmed, after_probes, timing, cases, errors_5xx, len(left), stop_s, cli)
+    tables, summary = report(rows, warmed, after_probes, timing, cases, errors_5xx, len(left),
+                             stop_s, cli)
+    run.write(tables, summary)
 
 
-def report(rows, warmed, after, timing, cases, errors_5xx, left, stop_s, cli) -> None:
-    print(f"{'reproducer':55s} {'status':>6s} {'seconds':>8s}  target < {TARGET_S:g} s")
+def report(rows, warmed, after, timing, cases, errors_5xx, left, stop_s, cli
+           ) -> tuple[dict[str, Table], dict]:
+    """Print the figures; return them as the result's tables and summary."""
+    reproducers = Table([Column("reproducer", "reproducer"), Column("status", "status", "d"),
+                         Column("seconds", f"seconds (target < {TARGET_S:g})", ".3f")],
+                        title="each reproducer of issue #12 against the live service")
     for row in rows:
-        print(f"{row['reproducer'][:55]:55s} {row['status'] or '-':>6} {row['seconds']:8.3f}")
+        reproducers.add(**row)
     growth = {role: after.get(role, 0) - warmed.get(role, 0) for role in ("api", "network")}
     slowest = max(row["seconds"] for row in rows)
-    print(f"\n{'target':58s} {'ours':>10s} {'bound':>10s}")
-    lines = [
-        ("5xx answers (probes, burst, schemathesis)", f"{errors_5xx:g}", "0"),
-        ("slowest reproducer (s)", f"{slowest:.2f}", f"< {TARGET_S:g}"),
-        ("API worker RSS growth after the probes (MB)", f"{growth['api']:.0f}",
-         f"< {TARGET_RSS_MB:g}"),
-        ("network worker RSS growth after the probes (MB)", f"{growth['network']:.0f}",
-         f"< {TARGET_RSS_MB:g}"),
-        ("latency after burst / idle (median)", f"{timing['ratio']:.2f}",
-         f"<= {TARGET_RATIO:g}"),
-        ("processes left 10 s after SIGTERM to zoo serve", str(left), "0"),
-        ("tracebacks from the CLI cases", str(sum(r["traceback"] for r in cli)), "0"),
+    figures = [
+        ("5xx answers (probes, burst, schemathesis)", errors_5xx, "0", errors_5xx == 0),
+        ("slowest reproducer (s)", slowest, f"< {TARGET_S:g}", slowest < TARGET_S),
+        ("API worker RSS growth after the probes (MB)", growth["api"], f"< {TARGET_RSS_MB:g}",
+         growth["api"] < TARGET_RSS_MB),
+        ("network worker RSS growth after the probes (MB)", growth["network"],
+         f"< {TARGET_RSS_MB:g}", growth["network"] < TARGET_RSS_MB),
+        ("latency after burst / idle (median)", timing["ratio"], f"<= {TARGET_RATIO:g}",
+         timing["ratio"] <= TARGET_RATIO),
+        ("processes left 10 s after SIGTERM to zoo serve", left, "0", left == 0),
+        ("tracebacks from the CLI cases", sum(r["traceback"] for r in cli), "0", None),
         ("CLI cases not failing in one line with exit 1",
-         str(sum(r["exit"] != 1 or r["error_lines"] != 1 for r in cli)), "0"),
-        ("CLI cases printing the HF_ENDPOINT password", str(sum(r["secret_shown"] for r in cli)),
-         "0"),
+         sum(r["exit"] != 1 or r["error_lines"] != 1 for r in cli), "0", None),
+        ("CLI cases printing the HF_ENDPOINT password", sum(r["secret_shown"] for r in cli),
+         "0", None),
     ]
-    for name, ours, bound in lines:
-        print(f"{name:58s} {ours:>10s} {bound:>10s}")
+    targets = Table([Column("target", "target"), Column("ours", "ours", ".3g"),
+                     Column("bound", "bound"), Column("met", "met")], title="issue #12's targets")
+    for name, ours, bound, met in figures:
+        met = (ours == 0) if met is None else met
+        targets.add(target=name, ours=ours, bound=bound, met="yes" if met else "NO")
+    cli_table = Table([Column("case", "CLI case"), Column("exit", "exit", "d"),
+                       Column("error_lines", "error lines", "d"),
+                       Column("traceback", "traceback"), Column("secret_shown", "password shown"),
+                       Column("seconds", "seconds", ".1f"), Column("message", "message")],
+                      title="the CLI cases, each a subprocess")
+    for row in cli:
+        cli_table.add(**{**row, "traceback": "yes" if row["traceback"] else "no",
+                         "secret_shown": "yes" if row["secret_shown"] else "no"})
+    print(f"{reproducers.title}:\n{reproducers.markdown()}")
+    print(f"\n{targets.title}:\n{targets.markdown()}")
     print(f"\nburst: idle {timing['idle_s']:.2f} s, {timing['burst_s']:.1f} s for the burst "
           f"(slowest {timing['burst_max_s']:.1f} s), after {timing['after_s']:.2f} s; "
           f"schemathesis {cases} cases; zoo serve stopped in {stop_s:.1f} s")
-    print(f"\n{'CLI case':40s} {'exit':>4s} {'lines':>5s}  message")
-    for row in cli:
-        print(f"{row['case'][:40]:40s} {row['exit']:>4d} {row['error_lines']:>5d}  "
-              f"{row['message']}")
-    write_doc_table(rows, lines, timing, cases, stop_s)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "reproducers": rows, "rss_mb": {"warmed": warmed, "after_probes": after},
-        "latency": timing, "schemathesis_cases": cases, "errors_5xx": errors_5xx,
-        "processes_left_after_sigterm": left, "stop_seconds": stop_s, "cli": cli,
+    print(f"\n{cli_table.title}:\n{cli_table.markdown()}")
+    summary = {
+        "passed": all(row["met"] == "yes" for row in targets.rows),
+        "errors_5xx": errors_5xx, "slowest_s": slowest,
+        "rss_mb": {"warmed": warmed, "after_probes": after, "growth": growth},
+        "latency": timing, "schemathesis_cases": cases,
+        "processes_left_after_sigterm": left, "stop_seconds": stop_s,
         "targets": {"seconds": TARGET_S, "rss_growth_mb": TARGET_RSS_MB,
                     "latency_ratio": TARGET_RATIO},
-    }, indent=1) + "\n")
-    print(f"\nwrote {RESULTS.relative_to(ROOT)}")
-
-
-def write_doc_table(rows, lines, timing, cases, stop_s) -> None:
-    """The measured figures as Markdown between the bench markers of docs/hardening.md."""
-    table = ["| reproducer | status | seconds (target < 10) |", "| --- | ---: | ---: |"]
-    table += [f"| {row['reproducer']} | {row['status'] or '-'} | {row['seconds']:.3f} |"
-              for row in rows]
-    table += ["", "| target | ours | bound |", "| --- | ---: | ---: |"]
-    table += [f"| {name} | {ours} | {bound} |" for name, ours, bound in lines]
-    table += ["", f"Burst: idle median {timing['idle_s']:.2f} s, after the burst "
-                  f"{timing['after_s']:.2f} s; schemathesis ran {cases} cases; `zoo serve` "
-                  f"stopped {stop_s:.1f} s after SIGTERM."]
-    text = DOC.read_text(encoding="utf-8")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{START}\n" + "\n".join(table) + f"\n{END}{tail}", encoding="utf-8")
+    }
+    return {"main": reproducers, "targets": targets, "cli": cli_table}, summary
 
 
 if __name__ == "__main__":
