@@ -72,7 +72,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from tests.serving import SESSION_VARIABLE, kill_all, wait_gone
 
-    left = wait_gone(SESSION_VARIABLE, os.environ[SESSION_VARIABLE], timeout=15)
+    left = wait_gone(SESSION_VARIABLE, os.environ[SESSION_VARIABLE], timeout=15,
+                     ignore=_own_multiprocessing_helpers())
     if not left:
         return
     lines = []
@@ -87,3 +88,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if reporter is not None:
         reporter.write_line(message + "\n" + "\n".join(lines), red=True)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _own_multiprocessing_helpers() -> set[int]:
+    """The pids of this interpreter's own multiprocessing helpers (the resource tracker that
+    a spawned pool, e.g. a Dask cluster, starts; the fork server): they live as long as the
+    pytest process by design and exit when their pipe from it closes, so they outlive no
+    test."""
+    import sys
+
+    pids = set()
+    tracker = sys.modules.get("multiprocessing.resource_tracker")
+    if tracker is not None:
+        pids.add(getattr(tracker._resource_tracker, "_pid", None))
+    forkserver = sys.modules.get("multiprocessing.forkserver")
+    if forkserver is not None:
+        pids.add(getattr(forkserver._forkserver, "_forkserver_pid", None))
+    return {pid for pid in pids if pid}

@@ -44,12 +44,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def marked(variable: str, value: str) -> list[psutil.Process]:
-    """Live processes (not this one, not zombies) whose environment has ``variable=value``."""
+def marked(variable: str, value: str, ignore: set[int] = frozenset()) -> list[psutil.Process]:
+    """Live processes (not this one, not zombies, not the pids ``ignore``) whose environment
+    has ``variable=value``."""
     found = []
     for process in psutil.process_iter():
         try:
-            if process.pid == os.getpid() or process.status() == psutil.STATUS_ZOMBIE:
+            if (process.pid == os.getpid() or process.pid in ignore
+                    or process.status() == psutil.STATUS_ZOMBIE):
                 continue
             if process.environ().get(variable) == value:
                 found.append(process)
@@ -58,10 +60,12 @@ def marked(variable: str, value: str) -> list[psutil.Process]:
     return found
 
 
-def wait_gone(variable: str, value: str, timeout: float) -> list[psutil.Process]:
-    """The marked processes still alive after waiting up to ``timeout`` seconds."""
+def wait_gone(variable: str, value: str, timeout: float,
+              ignore: set[int] = frozenset()) -> list[psutil.Process]:
+    """The marked processes (but the pids ``ignore``) still alive after waiting up to
+    ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while (left := marked(variable, value)) and time.monotonic() < deadline:
+    while (left := marked(variable, value, ignore)) and time.monotonic() < deadline:
         time.sleep(0.2)
     return left
 
