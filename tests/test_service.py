@@ -159,7 +159,10 @@ def test_routing_picks_each_styles_specialist(url, library):
         image = generate(style, seed=90_001, shape=(256, 256)).image  # unseen seed
         route = _post(url, "route", _tiff(image), channels="0,1").json()
         expected = library.route(image, params).to_dict()
+        # floats of the style pass: the service's network worker runs torch on other threads
+        # (SERVICE_ENV) than this process, so their last bits may differ
         assert route["distance"] == pytest.approx(expected.pop("distance"), abs=1e-4)
+        assert route["ood_score"] == pytest.approx(expected.pop("ood_score"), abs=1e-4)
         neighbours = expected.pop("neighbours")
         assert [n["ref"] for n in route["neighbours"]] == [n["ref"] for n in neighbours]
         assert [n["distance"] for n in route["neighbours"]] == pytest.approx(
