@@ -162,7 +162,7 @@ def service(r: Result) -> str:
             "images/s.", table(r)]
     if s.get("overhead_p50_at_1") is not None:
         text.append(f"Overhead at concurrency 1: service p50 / library time per image = "
-                    f"{s['overhead_p50_at_1']:.2f}×. Batches the adaptive batcher formed:")
+                    f"{s['overhead_p50_at_1']:.2f}×. Batches the network service formed:")
     text.append(table(r, "batches"))
     return "\n\n".join(text)
 
