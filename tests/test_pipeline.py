@@ -24,6 +24,7 @@ from zoo.pipeline import Zoo
 from zoo.predict import Predictor
 from zoo.registry import Registry
 from zoo.release import write_release
+from zoo.report import write_report
 from zoo.settings import Settings
 from zoo.train import TrainConfig
 
@@ -149,6 +150,15 @@ def test_build_zoo_runs_every_step_at_toy_size(tmp_path: Path):
     # the staged zoos were evaluated from their own files, as shipped
     assert (tmp_path / "test" / "models.yaml").is_file()
     assert load_manifest(tmp_path / "test" / "models.yaml").models
+    # what `zoo build` writes from it: the report data and the pages rendered from it
+    out = tmp_path / "release"
+    write_release(report, config, out)
+    data = write_report(report, config, out)
+    assert data["validation"]["routing"]["images"] == data["routing"]["images"] == 10
+    assert [s["cluster"] for s in data["selection"]] == list(range(report.bank.n_clusters))
+    page = (out / "docs" / "zoo.md").read_text()
+    assert "## Validation: what chose the served models" in page and "OOD ROC" in page
+    assert (out / "docs" / "figures" / "ood_roc.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_cli_eval_on_a_cellpose_folder_writes_table_csv_and_plot(zoo_root: Path, tmp_path: Path,

@@ -8,16 +8,23 @@ figures about the zoo come from the same data (``readme_sections``), filled betw
 ``<!-- zoo:NAME:start -->`` and ``<!-- zoo:NAME:end -->`` markers (``fill_markers``), so the
 text cannot drift from the build that produced it.
 
-The data, schema 1::
+The data, schema 2::
 
     date, command, machine (zoo.machine.facts() when the report was written)
-    settings    seed, n_train, n_test, shape, width, diam_mean, embed, clustering, schedules
+    settings    seed, n_train, n_val, n_test, n_negatives, shape, width, diam_mean, embed,
+                clustering, ood, select_at, schedules
     styles      the synthetic styles, sorted
     thresholds  the IoU thresholds of "ap", as strings ("0.5", "0.75", ...)
-    ap          method → style (and "mean") → threshold → AP
-    routing     accuracy, correct, images, per_style
+    ap          the test split's AP: method → style (and "mean") → threshold → AP
+    routing     the test split's routing: accuracy, correct, images, per_style
+    validation  optional: the validation split's {ap, routing} (same shapes; generalist and
+                routed with every candidate specialist)
+    selection   optional: [{cluster, name, candidate, images, at, generalist, specialist,
+                serves}]: which model serves each cluster, decided on validation
+    ood         optional: the OOD check (``zoo.ood.OODReport.to_dict``): threshold, score,
+                and per split its AUROC, rates at the threshold and ROC points
     clusters    [{id, name, specialist, training_images, sources: {style: count}}]
-    clustering  adjusted_rand (clusters against source styles), optional ood_threshold
+    clustering  adjusted_rand (clusters against source styles)
     timings_s   build step → seconds
     zoo_eval_reproduces  whether ``zoo eval synthetic`` draws this build's test images
     notes       optional: {"timings": text} (what the figures alone do not say)
@@ -43,11 +50,13 @@ if TYPE_CHECKING:
 
     from zoo.build import BuildConfig, BuildReport
     from zoo.cluster import StyleBank
+    from zoo.evaluate import SplitResult
 
-SCHEMA = 1
+SCHEMA = 2
 METHODS = ("generalist", "routed", "oracle")
 SHOWN = ("0.5", "0.75", "0.9")
-REPORT_JSON, REPORT_MD, AP_PLOT = "docs/zoo.json", "docs/zoo.md", "docs/figures/ap_vs_iou.png"
+REPORT_JSON, REPORT_MD = "docs/zoo.json", "docs/zoo.md"
+AP_PLOT, ROC_PLOT = "docs/figures/ap_vs_iou.png", "docs/figures/ood_roc.png"
 MARKER = re.compile(r"<!-- (?P<name>(?P<kind>[a-z]+):[\w.-]+):start -->(?P<body>.*?)"
                     r"<!-- (?P=name):end -->", re.DOTALL)
 
@@ -56,19 +65,20 @@ MARKER = re.compile(r"<!-- (?P<name>(?P<kind>[a-z]+):[\w.-]+):start -->(?P<body>
 
 def report_data(report: BuildReport, config: BuildConfig) -> dict[str, Any]:
     """The build's measurements as a JSON-able dictionary (schema in the module docstring)."""
-    from zoo.build import EVAL_THRESHOLDS
+    from zoo.build import EVAL_THRESHOLDS, SELECT_AT
 
     styles = sorted({s.style for s in report.scores})
     ap: dict[str, dict[str, dict[str, float]]] = {}
     for score in report.scores:
         ap.setdefault(score.method, {})[score.style] = _by_threshold(EVAL_THRESHOLDS, score.ap)
-    for method, by_style in ap.items():
-        if set(by_style) == set(styles):
-            mean = np.mean([[by_style[s][f"{t:g}"] for t in EVAL_THRESHOLDS] for s in styles], 0)
-            by_style["mean"] = _by_threshold(EVAL_THRESHOLDS, mean)
+    _add_means(ap, styles)
     per_style = {s: report.routing_per_style.get(s, 0.0) for s in styles}
-    correct = int(round(sum(per_style.values()) * config.n_test))
-    return {
+    if report.test is not None:
+        correct, images = sum(i.correct for i in report.test.images), len(report.test.images)
+    else:
+        correct = int(round(sum(per_style.values()) * config.n_test))
+        images = config.n_test * len(styles)
+    data: dict[str, Any] = {
         "schema": SCHEMA,
         "date": machine.now(),
         "command": build_command(config),
@@ -78,14 +88,45 @@ def report_data(report: BuildReport, config: BuildConfig) -> dict[str, Any]:
         "thresholds": [f"{t:g}" for t in EVAL_THRESHOLDS],
         "ap": ap,
         "routing": {"accuracy": report.routing_accuracy, "correct": correct,
-                    "images": config.n_test * len(styles), "per_style": per_style},
+                    "images": images, "per_style": per_style},
         "clusters": clusters_of(report.bank),
-        "clustering": {"adjusted_rand": adjusted_rand(report.bank),
-                       "ood_threshold": report.bank.ood_threshold},
+        "clustering": {"adjusted_rand": adjusted_rand(report.bank)},
         "timings_s": {step: round(seconds, 1) for step, seconds in report.timings.items()},
-        # `zoo eval synthetic` draws seed 1, 12 per style: this build's test set when seed 0
+        # `zoo eval synthetic` draws the test split of `zoo build --seed 0`, 12 per style
         "zoo_eval_reproduces": (config.seed, config.n_test) == (0, 12),
     }
+    if report.validation is not None:
+        data["validation"] = split_data(report.validation)
+    if report.selection:
+        data["selection"] = [{**s.to_dict(), "name": report.bank.names[s.cluster],
+                              "at": [f"{t:g}" for t in SELECT_AT]} for s in report.selection]
+    if report.ood is not None:
+        data["ood"] = report.ood.to_dict()
+    return data
+
+
+def split_data(result: SplitResult) -> dict[str, Any]:
+    """One evaluated split (``zoo.evaluate.SplitResult``): its AP table and routing."""
+    from zoo.build import EVAL_THRESHOLDS
+
+    methods = list(result.images[0].counts) if result.images else []
+    ap = {m: {s: _by_threshold(EVAL_THRESHOLDS, result.ap(m, s)) for s in result.styles}
+          for m in methods}
+    _add_means(ap, result.styles)
+    return {"ap": ap,
+            "routing": {"accuracy": result.routing_accuracy(),
+                        "correct": int(sum(i.correct for i in result.images)),
+                        "images": len(result.images),
+                        "per_style": {s: result.routing_accuracy(s) for s in result.styles}},
+            "in_distribution": result.in_distribution()}
+
+
+def _add_means(ap: dict[str, dict[str, dict[str, float]]], styles: Sequence[str]) -> None:
+    for by_style in ap.values():
+        if set(by_style) == set(styles) and styles:
+            thresholds = list(by_style[styles[0]])
+            mean = np.mean([[by_style[s][t] for t in thresholds] for s in styles], axis=0)
+            by_style["mean"] = {t: round(float(v), 4) for t, v in zip(thresholds, mean)}
 
 
 def _by_threshold(thresholds: Sequence[float], values: Sequence[float]) -> dict[str, float]:
@@ -93,9 +134,13 @@ def _by_threshold(thresholds: Sequence[float], values: Sequence[float]) -> dict[
 
 
 def _settings(config: BuildConfig) -> dict[str, Any]:
-    return {"seed": config.seed, "n_train": config.n_train, "n_test": config.n_test,
+    from zoo.build import SELECT_AT
+
+    return {"seed": config.seed, "n_train": config.n_train, "n_val": config.n_val,
+            "n_test": config.n_test, "n_negatives": config.n_negatives,
+            "ood": config.ood.to_dict(), "select_at": [f"{t:g}" for t in SELECT_AT],
             "shape": list(config.shape), "width": list(config.width),
-            "diam_mean": config.diam_mean, "nuclei_diam_mean": config.nuclei_diam_mean,
+            "diam_mean": config.diam_mean,
             "embed": config.embed.to_dict(), "clustering": asdict(config.cluster),
             "generalist_schedule": _jsonable(asdict(config.generalist)),
             "specialist_schedule": _jsonable(asdict(config.specialist))}
@@ -111,7 +156,8 @@ def build_command(config: BuildConfig) -> str:
 
     default = BuildConfig()
     words = ["zoo build", f"--seed {config.seed}"]
-    for name, option in (("n_train", "--n-train"), ("n_test", "--n-test")):
+    for name, option in (("n_train", "--n-train"), ("n_val", "--n-val"), ("n_test", "--n-test"),
+                         ("n_negatives", "--n-negatives")):
         if getattr(config, name) != getattr(default, name):
             words.append(f"{option} {getattr(config, name)}")
     if config.generalist.epochs != default.generalist.epochs:
@@ -160,9 +206,23 @@ def write_report(report: BuildReport, config: BuildConfig, root: Path) -> dict[s
                        np.mean([s.ap for s in report.scores if s.method == method], axis=0))
               for method in METHODS}
     plot_ap_curves(curves, root / AP_PLOT, title="Held-out synthetic test images, all styles")
+    if "ood" in data:
+        plot_roc(data["ood"], root / ROC_PLOT)
     (root / REPORT_JSON).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     (root / REPORT_MD).write_text(render_report(data), encoding="utf-8")
     return data
+
+
+def plot_roc(ood: Mapping[str, Any], path: Path) -> Path:
+    """The OOD check's ROC per split, with its threshold marked (``data["ood"]``)."""
+    from zoo.viz import plot_roc as draw
+
+    splits = [split for split in ("validation", "test") if split in ood]
+    curves = {split: (ood[split]["roc"]["false_alarms"], ood[split]["roc"]["detections"],
+                      ood[split]["auroc"]) for split in splits}
+    marks = {split: (1 - ood[split]["in_distribution"], ood[split]["flagged"]) for split in splits}
+    return draw(curves, path, threshold_rates=marks,
+                title="OOD check: synthetic microscopy against non-microscopy images")
 
 
 # ---- pages -----------------------------------------------------------------------------------
@@ -200,6 +260,8 @@ def _about(data: Mapping[str, Any]) -> str:
 
 
 def _protocol(data: Mapping[str, Any]) -> str:
+    if "validation" in data:
+        return _three_splits(data)
     s = data["settings"]
     return f"""## How the images were used
 
@@ -216,6 +278,99 @@ def _protocol(data: Mapping[str, Any]) -> str:
   on these test images, so the test set was seen while the settings were chosen, although
   the choice was made on the training images. The routing accuracy below is therefore not
   a fully independent estimate."""
+
+
+def _three_splits(data: Mapping[str, Any]) -> str:
+    s = data["settings"]
+    ood = data.get("ood", {})
+    return f"""## How the images were used
+
+Three disjoint splits of synthetic images, drawn from the generator with different seeds
+(`zoo.evaluate.split_seed`), and three splits of non-microscopy images
+(`zoo.data.negatives`: {s['n_negatives']} per kind and split):
+
+- **Training** ({s['n_train']} per style, seed {s['seed']}): trained the generalist, make up
+  the style bank (one style vector each), were clustered, and, cluster by cluster,
+  fine-tuned a candidate specialist. The OOD check's whitening and cluster means come from
+  the bank alone.
+- **Validation** ({s['n_val']} per style, seed {s['seed'] + 1}): never trained on; used for
+  choices only: the OOD threshold (with the training and validation negatives:
+  {_ood_rule(ood)}), and which model serves each cluster (a cluster's candidate serves only
+  if, on the validation images routed to that cluster, it scores at least the generalist's
+  AP at {', '.join(s['select_at'])} and more at one of them; otherwise the generalist serves
+  it and the candidate is not shipped).
+- **Test** ({s['n_test']} per style, seed {s['seed'] + 2}, and the test negatives): only
+  reported. Nothing was chosen on it. Every figure under *Test* below is measured on it,
+  with the zoo as shipped (fp16 weights, read back through the registry) and segmented
+  through the product pipeline (`Zoo.segment`).
+- **Settings fixed in code** (clustering `zoo.build._zoo_clustering`, embedding
+  `zoo.params.EmbedParams`, OOD method `zoo.ood.OODParams`, schedules): compared on the
+  training and validation splits only, by `bench/select_zoo.py` (its results are in
+  `bench/results/select_zoo.json`)."""
+
+
+def _ood_rule(ood: Mapping[str, Any]) -> str:
+    params = ood.get("params", {})
+    if not params:
+        return "the calibration rule of `zoo.ood.calibrate_threshold`"
+    return (f"the threshold flags {params['rejection']:.1%} of the negatives unless that "
+            f"would flag more than {params['max_false_alarms']:.0%} of the validation images")
+
+
+def _validation(data: Mapping[str, Any]) -> str:
+    if "validation" not in data:
+        return ""
+    validation = {**data["validation"], "styles": data["styles"]}
+    return f"""## Validation: what chose the served models
+
+AP per style on the validation images, the generalist against routing with every candidate
+specialist (before selection):
+
+{ap_table(validation, methods=("generalist", "routed"))}
+
+{_selection(data)}
+"""
+
+
+def _selection(data: Mapping[str, Any]) -> str:
+    if not data.get("selection"):
+        return ""
+    at = "/".join(data["selection"][0]["at"])
+    rows = [f"| cluster | name | candidate | validation images routed there | generalist AP@{at} "
+            "| candidate AP | served by |", "|---:|---|---|---:|---|---|---|"]
+    for s in data["selection"]:
+        general = " / ".join(f"{v:.3f}" for v in s["generalist"]) or "-"
+        special = " / ".join(f"{v:.3f}" for v in s["specialist"]) or "-"
+        served = s["candidate"] if s["serves"] else "generalist"
+        rows.append(f"| {s['cluster']} | {s['name']} | {s['candidate'] or '-'} | {s['images']} "
+                    f"| {general} | {special} | {served} |")
+    return "Which model serves each cluster:\n\n" + "\n".join(rows)
+
+
+def _ood(data: Mapping[str, Any]) -> str:
+    ood = data.get("ood")
+    if not ood:
+        return ""
+    lines = ["| split | AUROC | synthetic images in distribution | non-microscopy images flagged "
+             "| flagged, by kind |", "|---|---:|---:|---:|---|"]
+    for split in ("validation", "test"):
+        if split not in ood:
+            continue
+        row = ood[split]
+        kinds = ", ".join(f"{k} {v:.0%}" for k, v in row["flagged_by_kind"].items())
+        lines.append(f"| {split} ({row['images']} images, {row['negatives']} negatives) | "
+                     f"{row['auroc']:.3f} | {row['in_distribution']:.1%} | {row['flagged']:.1%} "
+                     f"| {kinds} |")
+    return f"""## The out-of-distribution check
+
+Score: {ood['score']} in the bank's whitened style space (`zoo.ood`); an image scoring above
+{ood['threshold']:.3f} is out of distribution and segmented by the generalist. The threshold
+was set on validation images and negatives; test is reported only.
+
+{chr(10).join(lines)}
+
+![OOD ROC](figures/ood_roc.png)
+"""
 
 
 def _reproduce(data: Mapping[str, Any]) -> str:
@@ -288,7 +443,8 @@ rewrites it. Change the data or the template in zoo/report.py, not this file. --
 
 {_protocol(data)}
 
-## AP per style (held-out test images)
+{_validation(data)}
+## {"Test: " if "validation" in data else ""}AP per style (held-out test images)
 
 {ap_table(data)}
 {_reproduce(data)}
@@ -296,6 +452,7 @@ rewrites it. Change the data or the template in zoo/report.py, not this file. --
 
 ![AP vs IoU](figures/ap_vs_iou.png)
 
+{_ood(data)}
 ## Style clusters
 
 {_clusters(data)}

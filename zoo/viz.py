@@ -223,6 +223,42 @@ def plot_ap_curves(
     return _save(figure, path)
 
 
+def plot_roc(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float], float]],
+    path: str | Path,
+    *,
+    threshold_rates: Mapping[str, tuple[float, float]] | None = None,
+    title: str | None = None,
+) -> Path:
+    """ROC curves of an out-of-distribution score, one line per entry of ``curves``.
+
+    Args:
+        curves: label → (false alarms ``(T,)``, detections ``(T,)``, AUROC); false alarms
+            are in-distribution images flagged, detections out-of-distribution ones flagged.
+        path: the PNG to write; parent folders are created.
+        threshold_rates: label → (false alarm rate, detection rate) at the chosen threshold,
+            drawn as a marker on that label's curve.
+        title: the plot's title.
+    """
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5, 4.5), dpi=120)
+    axes = figure.subplots()
+    for label, (false_alarms, detections, auroc) in curves.items():
+        line, = axes.plot(false_alarms, detections, label=f"{label} (AUROC {auroc:.3f})",
+                          drawstyle="steps-post")
+        if threshold_rates and label in threshold_rates:
+            axes.plot(*threshold_rates[label], marker="o", color=line.get_color())
+    axes.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    axes.set(xlabel="in-distribution images flagged", ylabel="non-microscopy images flagged",
+             xlim=(-0.01, 1), ylim=(0, 1.01))
+    if title:
+        axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right")
+    return _save(figure, path)
+
+
 def embed_2d(bank_vectors: np.ndarray, queries: np.ndarray, *, seed: int = 0) -> np.ndarray:
     """t-SNE of the bank's and the queries' styles together: ``(N + M, 2)`` float.
 
