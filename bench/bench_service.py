@@ -6,7 +6,7 @@ Usage:
 
 Starts ``bentoml serve TARGET`` on a free port (split API + network services by
 default), sends 512² synthetic images of every style through ``POST /segment`` from
-N client threads, and reads the batch sizes the adaptive batcher formed from
+N client threads, and reads the batch sizes the network service formed from
 ``/metrics``. The reference column is the library called in-process, one image at a
 time (``Zoo.segment`` in a loop, same images, same device), measured in the same run;
 the overhead ratio is service latency at concurrency 1 over the library's time per
@@ -178,7 +178,7 @@ def _tables(rows: list, batch_stats: list, library: float, args: argparse.Namesp
         Column("passes", "forward passes", ".0f"),
         Column("tiles_per_pass", "mean tiles per pass", ".2f"),
         Column("histogram", "calls with 1 / ≤2 / ≤4 / ≤8 / ≤16 jobs"),
-    ], title="batches the adaptive batcher formed")  # fmt: skip
+    ], title="batches the network service formed")  # fmt: skip
     for clients, (jobs_sum, calls), (tiles_sum, passes), hist in batch_stats:
         cumulative = [hist.get(b, 0) for b in ("1.0", "2.0", "4.0", "8.0", "16.0")]
         batches.add(concurrency=clients, calls=calls, jobs_per_call=jobs_sum / max(calls, 1),

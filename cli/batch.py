@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,8 @@ class Record:
         ood: ``true``/``false`` for a routed image, empty for a named model.
         diameter: the cell diameter used, in pixels.
         seconds: time spent on this image (read, route, network, masks, write).
+        note: something the user should know about this image (not a column), e.g. that
+            a greyscale image was segmented without the nucleus channel asked for.
     """
 
     image: str
@@ -54,18 +56,36 @@ class Record:
     ood: str
     diameter: float
     seconds: float
+    note: str = ""
 
     @classmethod
     def of(cls, image: Path, *, n_cells: int, model: str, route: dict | None,
-           diameter: float, seconds: float) -> Record:
+           diameter: float, seconds: float, note: str = "") -> Record:
         """The row of ``image``; ``route`` is a ``RouteResult.to_dict()`` or None."""
         cluster = f"{route['cluster']}:{route['cluster_name']}" if route else ""
         ood = ("true" if route["ood"] else "false") if route else ""
         return cls(str(image), int(n_cells), model, cluster, ood,
-                   round(float(diameter), 2), round(seconds, 3))
+                   round(float(diameter), 2), round(seconds, 3), note)
+
+    def row(self) -> dict[str, str]:
+        """The ``summary.csv`` row: text cells escaped against formula injection."""
+        return {name: csv_cell(str(getattr(self, name))) for name in COLUMNS}
 
 
-COLUMNS = tuple(f.name for f in fields(Record))
+COLUMNS = tuple(f.name for f in fields(Record) if f.name != "note")
+#: A cell starting with one of these is a formula to a spreadsheet (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def csv_cell(value: str) -> str:
+    """``value`` safe for a spreadsheet: a leading ``= + - @`` (and tab, CR, or the quote
+    itself) gets a ``'`` in front, so ``=HYPERLINK(...)`` stays text (``csv_value`` undoes it)."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def csv_value(cell: str) -> str:
+    """The value ``csv_cell`` escaped."""
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(_FORMULA_START) else cell
 
 
 @dataclass(frozen=True)
@@ -154,43 +174,77 @@ def plan(images: Iterable[Path], outputs: Outputs, *, overwrite: bool) -> Plan:
     return result
 
 
+class SummaryError(ZooError):
+    """``summary.csv`` could not be written (disk full, folder not writable, ...)."""
+
+
 class Summary:
     """``summary.csv`` in OUT: rows of earlier runs are kept, rows of this run replace theirs.
 
     Rows are keyed by file stem (one row per output). Each new row is appended as soon as
     its image is done, so an interrupted run keeps its rows; ``close`` rewrites the file
-    sorted by image.
+    sorted by image, atomically (a temporary file renamed over it). Text cells are escaped
+    against spreadsheet formulas (``csv_cell``).
+
+    Raises:
+        SummaryError: from ``__init__`` or ``close``, when the file cannot be written; no
+            temporary file is left behind. A failed append is remembered and the rows are
+            kept for ``close``.
     """
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / SUMMARY
         self.rows: dict[str, dict[str, str]] = {}
+        self._failure: OSError | None = None
         if self.path.is_file():
-            with open(self.path, newline="", encoding="utf-8") as handle:
-                for row in csv.DictReader(handle):
-                    if row.get("image"):
-                        self.rows[Path(row["image"]).stem] = {c: row.get(c) or "" for c in COLUMNS}
+            try:
+                with open(self.path, newline="", encoding="utf-8", errors="replace") as handle:
+                    for row in csv.DictReader(handle):
+                        if row.get("image"):
+                            image = csv_value(row["image"])
+                            self.rows[Path(image).stem] = {c: row.get(c) or "" for c in COLUMNS}
+            except (OSError, csv.Error) as error:
+                raise SummaryError(f"cannot read {self.path}: {error}") from None
         self._rewrite()
-        self._handle = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
+        try:
+            self._handle = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
+        except OSError as error:
+            raise SummaryError(f"cannot write {self.path}: {_reason(error)}") from None
         self._writer = csv.DictWriter(self._handle, COLUMNS)
 
     def add(self, record: Record) -> None:
-        row = {k: str(v) for k, v in asdict(record).items()}
+        row = record.row()
         self.rows[Path(record.image).stem] = row
-        self._writer.writerow(row)
-        self._handle.flush()
+        if self._failure is not None:
+            return
+        try:
+            self._writer.writerow(row)
+            self._handle.flush()
+        except OSError as error:
+            self._failure = error
 
     def close(self) -> None:
-        self._handle.close()
+        try:
+            self._handle.close()
+        except OSError as error:
+            self._failure = self._failure or error
         self._rewrite()
 
     def _rewrite(self) -> None:
         staging = self.path.with_name(f".{SUMMARY}.tmp")
-        with open(staging, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, COLUMNS)
-            writer.writeheader()
-            writer.writerows(sorted(self.rows.values(), key=lambda row: row["image"]))
-        os.replace(staging, self.path)
+        try:
+            with open(staging, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, COLUMNS)
+                writer.writeheader()
+                writer.writerows(sorted(self.rows.values(), key=lambda row: row["image"]))
+            os.replace(staging, self.path)
+        except OSError as error:
+            staging.unlink(missing_ok=True)
+            raise SummaryError(f"cannot write {self.path}: {_reason(error)}") from None
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error)
 
 
 def run_bounded(
@@ -222,6 +276,20 @@ def _result(entry: Future[Outcome] | Failure) -> Outcome:
     return entry if isinstance(entry, Failure) else entry.result()
 
 
+def channels_for(image: np.ndarray, params):
+    """``params`` for ``image``, and a note: a nucleus channel asked for on a one-channel
+    image is left out (the image is segmented on its one channel) rather than failing it,
+    so a folder mixing greyscale and two-channel images goes through."""
+    from dataclasses import replace
+
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if channels == 1 and params.cyto_channel == 0 and params.nucleus_channel is not None:
+        return (replace(params, nucleus_channel=None),
+                f"one channel only: segmented without the nucleus channel "
+                f"{params.nucleus_channel}")
+    return params, ""
+
+
 def segment_local(zoo, images: Iterable[Path], *, outputs: Outputs, model: str, params,
                   workers: int) -> Iterator[Outcome]:
     """Segment ``images`` with ``zoo`` (``model`` a name or ``auto``); yields in input order.
@@ -235,7 +303,8 @@ def segment_local(zoo, images: Iterable[Path], *, outputs: Outputs, model: str, 
         start = time.perf_counter()
         try:
             image = io.read_image(path)
-            pending = zoo.infer(image, model=model, params=params)
+            own, note = channels_for(image, params)
+            pending = zoo.infer(image, model=model, params=own)
         except IMAGE_ERRORS as error:
             return Failure(path, str(error))
         spent = time.perf_counter() - start
@@ -250,7 +319,7 @@ def segment_local(zoo, images: Iterable[Path], *, outputs: Outputs, model: str, 
             return Record.of(path, n_cells=result.prediction.n_cells, model=result.model,
                              route=result.route.to_dict() if result.route else None,
                              diameter=result.prediction.diameter,
-                             seconds=spent + time.perf_counter() - start)
+                             seconds=spent + time.perf_counter() - start, note=note)
 
         return finish
 

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from zoo.cli.app import app, fail
-from zoo.errors import ZooError
+from zoo.errors import OfflineError, ZooError
 
 ManifestOption = Annotated[
     Path | None,
@@ -43,9 +43,24 @@ def _registry(manifest: Path | None, remote: str | None = None):
 
     settings = Settings.from_env(manifest=manifest)
     if remote is not None:
+        if settings.offline:
+            raise OfflineError(f"cannot read the models.yaml index of {remote} on the Hub: "
+                               "offline mode is on (ZOO_OFFLINE or HF_HUB_OFFLINE); unset it "
+                               "to use --remote")
         hub = HubSettings.from_env()
         return Registry(fetch_remote_index(remote, hub), settings=settings, hub=hub)
     return Registry.default(settings)
+
+
+def name_matches(entry, pattern: str) -> bool:
+    """Whether a model's name or an alias matches ``pattern``: a glob when it holds
+    ``* ? [``, else a case-insensitive substring."""
+    import fnmatch
+
+    names = [entry.name, *entry.aliases]
+    if set(pattern) & set("*?["):
+        return any(fnmatch.fnmatchcase(name, pattern) for name in names)
+    return any(pattern.lower() in name.lower() for name in names)
 
 
 def _size(n: int) -> str:
@@ -62,7 +77,8 @@ def list_models(
         str | None, typer.Option(help="generalist, specialist, nuclei or user.")
     ] = None,
     pattern: Annotated[
-        str | None, typer.Argument(help="Glob on model names, e.g. 'cpnet.*'.")
+        str | None, typer.Argument(
+            help="Part of a model name or alias (e.g. 'phase'), or a glob ('cpnet.*').")
     ] = None,
     remote: RemoteOption = None,
     manifest: ManifestOption = None,
@@ -75,7 +91,9 @@ def list_models(
     with _errors():
         registry = _registry(manifest, remote)
         rows = [("NAME", "VERSION", "KIND", "CLUSTER", "DIAMETER", "SIZE", "INSTALLED")]
-        for entry in registry.list(kind=kind, pattern=pattern):
+        for entry in registry.list(kind=kind):
+            if pattern is not None and not name_matches(entry, pattern):
+                continue
             cluster = f"{entry.cluster.id}:{entry.cluster.name}" if entry.cluster else "-"
             installed = "yes" if registry.is_installed(entry.ref) else "no"
             rows.append(
@@ -90,7 +108,8 @@ def list_models(
                 )
             )
     if len(rows) == 1:
-        typer.echo("no models" + (f" in {remote}" if remote else ""))
+        matching = f" matching {pattern!r}" if pattern else ""
+        typer.echo("no models" + matching + (f" in {remote}" if remote else ""))
         return
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:

@@ -81,6 +81,12 @@ class ServiceClient:
                 break
             time.sleep(self._backoff(attempt, response))
         if response.status_code != 200:
+            fallback = _without_nucleus(response, params)
+            if fallback is not None:
+                body = self.segment(path, fallback)
+                body["note"] = (f"one channel only: segmented without the nucleus channel "
+                                f"{params.channels.split(',')[1].strip()}")
+                return body
             raise ServiceError(error_message(response))
         return _answer(response)
 
@@ -104,6 +110,22 @@ class ServiceClient:
             except ValueError:  # an HTTP date: keep our own backoff
                 pass
         return min(max(wait, 0.0), self.max_wait)
+
+
+def _without_nucleus(response: httpx.Response, params: RemoteParams) -> RemoteParams | None:
+    """The same request without its nucleus channel, when the service refused the nucleus
+    channel of a one-channel image (as ``zoo segment`` does locally: ``channels_for``)."""
+    cyto, _, nucleus = params.channels.partition(",")
+    if response.status_code != 400 or not nucleus or cyto.strip() != "0":
+        return None
+    try:
+        error = response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    message = str(error.get("message", "")) if isinstance(error, dict) else ""
+    if error.get("field") == "channels" and "the image has 1 channel" in message:
+        return RemoteParams(model=params.model, channels=cyto.strip(), diameter=params.diameter)
+    return None
 
 
 def error_message(response: httpx.Response) -> str:
@@ -156,7 +178,7 @@ def segment_remote(client: ServiceClient, images: Iterable[Path], *, outputs: Ou
                 return Failure(path, str(error))
             return Record.of(path, n_cells=body["n_cells"], model=body["model"],
                              route=body.get("route"), diameter=body["diameter"],
-                             seconds=time.perf_counter() - start)
+                             seconds=time.perf_counter() - start, note=body.get("note", ""))
 
         return request
 

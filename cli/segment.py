@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from typing import Annotated
 import typer
 
 from zoo.cli.app import app, fail
-from zoo.cli.batch import Failure, Outcome, Outputs, Record, Summary, plan
+from zoo.cli.batch import Failure, Outcome, Outputs, Record, Summary, SummaryError, plan
 from zoo.cli.common import errors_as_one_line, open_zoo
 from zoo.cli.large import TABLES, expand, outputs_for, suffixes
 
@@ -90,12 +91,12 @@ def segment(
                                manifest=manifest, bank=bank)
     inputs = expand(paths)
     outputs = outputs_for(out, fmt, overlay)
+    _check_out(out)
     work = plan(inputs.images, outputs, overwrite=overwrite)
     failures = [Failure(Path(p), "no such file or folder, and no file matches it")
                 for p in inputs.unmatched] + work.clashes
     for failure in failures:
         typer.echo(f"error: {failure.line()}", err=True)
-    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     if server:
         from zoo.cli.remote import RemoteParams
@@ -109,12 +110,31 @@ def segment(
         outcomes = _one_line(segment_images(work.todo, outputs=outputs, model=model,
                                             params=params, workers=workers, options=large,
                                             zoo=lambda: zoo))
-    records = _collect(outcomes, len(work.todo), out, failures)
+    try:
+        records = _collect(outcomes, len(work.todo), out, failures)
+    except SummaryError as error:
+        fail(f"{error} (the masks that were done are in {out})")
     _report(records, work.skipped, time.perf_counter() - start, out)
     if failures:
         total = len(inputs.images) + len(inputs.unmatched)
         fail(f"{len(failures)} of {total} input(s) failed: "
              f"{', '.join(str(f.image) for f in failures)}")
+
+
+def _check_out(out: Path) -> None:
+    """Fail in one line unless OUT is (or can be made) a folder this run can write into."""
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        fail(f"--out {out}: cannot create the folder ({error.strerror or error})")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        fail(f"--out {out}: cannot write into the folder ({error.strerror or error})")
 
 
 def _one_line(outcomes: Iterator[Outcome]) -> Iterator[Outcome]:
@@ -190,6 +210,8 @@ def _collect(outcomes: Iterator[Outcome], total: int, out: Path,
                 else:
                     records.append(outcome)
                     summary.add(outcome)
+                    if outcome.note:
+                        tqdm.write(f"note: {outcome.image}: {outcome.note}", file=sys.stderr)
                 bar.update(1)
     finally:
         summary.close()

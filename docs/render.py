@@ -162,7 +162,7 @@ def service(r: Result) -> str:
             "images/s.", table(r)]
     if s.get("overhead_p50_at_1") is not None:
         text.append(f"Overhead at concurrency 1: service p50 / library time per image = "
-                    f"{s['overhead_p50_at_1']:.2f}×. Batches the adaptive batcher formed:")
+                    f"{s['overhead_p50_at_1']:.2f}×. Batches the network service formed:")
     text.append(table(r, "batches"))
     return "\n\n".join(text)
 
@@ -227,6 +227,20 @@ def large(r: Result) -> str:
     return "\n\n".join(text)
 
 
+def hardening(r: Result) -> str:
+    s = r["summary"]
+    t = s["latency"]
+    verdict = "every target is met" if s["passed"] else "a target is missed (`NO` above)"
+    return "\n\n".join([
+        caption(r), table(r), table(r, "targets"),
+        f"Burst ({r['settings']['burst_clients']} clients × {r['settings']['burst_requests']} "
+        f"requests): idle median {t['idle_s']:.2f} s, after the burst {t['after_s']:.2f} s; "
+        f"schemathesis ran {s['schemathesis_cases']} cases; `zoo serve` stopped "
+        f"{s['stop_seconds']:.1f} s after SIGTERM; {verdict}.",
+        f"{r['tables']['cli']['title'].capitalize()}:", table(r, "cli"),
+    ])
+
+
 #: section name → (result file stem, renderer)
 BENCH_SECTIONS: dict[str, tuple[str, Callable[[Result], str]]] = {
     "bench:flows": ("flows", flows),
@@ -243,6 +257,7 @@ BENCH_SECTIONS: dict[str, tuple[str, Callable[[Result], str]]] = {
     "bench:synthetic": ("synthetic", synthetic),
     "bench:cellpose-import": ("cellpose_import", cellpose_import),
     "bench:large": ("large", large),
+    "bench:hardening": ("hardening", hardening),
 }
 
 

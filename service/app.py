@@ -5,18 +5,21 @@ Two deployments of the same endpoints:
 - ``CellZoo`` (split, the default): the public API service. It validates, decodes,
   routes and post-processes (numba, CPU) in its own workers, and sends every forward
   pass to the ``Network`` service through ``bentoml.depends``. ``Network`` loads every
-  model at start-up, warms it up, and runs a batchable API, so BentoML's adaptive
-  batcher groups tile jobs of concurrent requests into one forward pass. The two
+  model at start-up, warms it up, and runs tile jobs through a greedy batcher
+  (``zoo.service.batcher``): the jobs of concurrent requests share forward passes. The two
   scale independently: ``services.cellzoo.workers`` (CPU post-processing) and
   ``services.cellzoo_network.resources.gpu`` / ``workers`` in BentoML's config.
 - ``CellZooLocal`` (single process, for development): the same endpoints with the
   networks loaded in-process; no batching across requests.
 
-Endpoints: ``/segment``, ``/route``, ``/models`` (all POST, multipart for images), plus
+Endpoints: ``/segment``, ``/route``, ``/models`` (all POST, multipart for images;
+``GET /models`` too), plus
 BentoML's ``/livez``, ``/readyz`` (ready once every model is loaded) and ``/metrics``, and
 the web page ``GET /ui`` with the helpers it needs (``zoo.service.ui``).
 Every error has one JSON shape, ``{"error": {"status", "type", "message", "field"}}``,
 also for BentoML's own validation errors (``ErrorShape`` middleware rewrites them).
+``RequestGuard`` (``zoo.service.guard``) bounds and checks every request body before
+BentoML reads it.
 """
 
 from __future__ import annotations
@@ -29,10 +32,15 @@ from typing import Annotated, Any
 import aiohttp
 import anyio
 import bentoml
+from bentoml.exceptions import ServiceUnavailable
 from pydantic import BeforeValidator
+from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from zoo.io.outputs import OUTPUT_FORMATS
+from zoo.service.batcher import Batcher
 from zoo.service.config import ServiceConfig
 from zoo.service.core import (
     ApiCore,
@@ -45,18 +53,17 @@ from zoo.service.core import (
     encode,
     parse_request,
 )
+from zoo.service.errors import log_rejection
+from zoo.service.guard import RequestGuard
 from zoo.service.ui import web_app
 
 log = logging.getLogger(__name__)
 
-# Adaptive batching of the network service. max_batch_size counts tile jobs (one job is
-# one forward pass a request needs: its routing view, size view, or its tiles). The
-# latency bound is where BentoML sheds load: a job whose estimated wait exceeds it is
-# refused with 503 (the API passes that on with Retry-After). On a 2-core CPU one 512²
-# job takes ~0.2-1 s, so 16 concurrent requests need a generous bound; the batch window
-# itself adapts to traffic and stays short when traffic is light.
+# Batching of the network service (zoo.service.batcher): one forward pass at a time, of
+# every tile job queued meanwhile, up to MAX_BATCH_JOBS jobs (one job is one forward pass a
+# request needs: its routing view, size view, or its tiles). A job queued longer than
+# ServiceConfig.max_queue_wait_s is shed with 503 (the API passes it on with Retry-After).
 MAX_BATCH_JOBS = 64
-MAX_LATENCY_MS = 60_000
 CONNECTION_RETRIES = 3
 
 REQUESTS_BY_MODEL = bentoml.metrics.Counter(
@@ -71,7 +78,7 @@ TILES_PER_PASS = bentoml.metrics.Histogram(
 )
 JOBS_PER_BATCH = bentoml.metrics.Histogram(
     name="cellzoo_network_jobs_per_batch",
-    documentation="Tile jobs (from concurrent requests) the adaptive batcher grouped per call",
+    documentation="Tile jobs (from concurrent requests) the batcher grouped per call",
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
 
@@ -108,16 +115,20 @@ class Network:
         config = ServiceConfig.from_env()
         settings, registry = _settings_and_registry()
         self.core = _network_core(registry, settings, config)
+        self.batcher = Batcher(self.core.run, max_jobs=MAX_BATCH_JOBS,
+                               max_wait_s=config.max_queue_wait_s,
+                               overloaded=ServiceUnavailable, on_batch=JOBS_PER_BATCH.observe)
 
-    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_JOBS, max_latency_ms=MAX_LATENCY_MS)
-    def infer(self, jobs: list[TileJob]) -> list[TileResult]:
-        """Forward passes for a batch of tile jobs, grouped by model and tile shape."""
-        JOBS_PER_BATCH.observe(len(jobs))
-        return self.core.run(jobs)
+    @bentoml.api
+    async def infer(self, jobs: list[TileJob]) -> list[TileResult]:
+        """Forward passes for tile jobs; jobs of concurrent calls share passes (grouped by
+        model and tile shape)."""
+        return await self.batcher.submit(jobs)
 
 
-def _error(error: Exception, retry_after_s: int = 5) -> JSONResponse:
+def _error(error: Exception, endpoint: str, retry_after_s: int = 5) -> JSONResponse:
     api_error = as_api_error(error, retry_after_s=retry_after_s)
+    log_rejection("POST", endpoint, api_error)
     return JSONResponse(api_error.body(), status_code=api_error.status, headers=api_error.headers)
 
 
@@ -160,11 +171,11 @@ class _Endpoints:
             request = parse_request(model=model, diameter=diameter, channels=channels,
                                     flow_threshold=flow_threshold,
                                     cellprob_threshold=cellprob_threshold, min_size=min_size,
-                                    output=output)
+                                    output=output, config=self.config)
             pixels = self.core.read(Path(image).read_bytes())
             result = self.core.segment(pixels, request)
         except Exception as error:  # noqa: BLE001 (one error shape for every failure)
-            return _error(error, self.config.retry_after_s)  # type: ignore[return-value]
+            return _error(error, "/segment", self.config.retry_after_s)  # type: ignore[return-value]
         REQUESTS_BY_MODEL.labels(endpoint="segment", model=result.model).inc()
         if request.output == "json":
             return as_json(result, pixels.shape)
@@ -184,16 +195,17 @@ class _Endpoints:
     def route(self, image: Path, channels: Text = "0") -> dict[str, Any]:
         """The routing result only: model, cluster, confidence, distance, OOD flag."""
         try:
-            request = parse_request(channels=channels)
+            request = parse_request(channels=channels, config=self.config)
             result = self.core.route(self.core.read(Path(image).read_bytes()), request.params)
         except Exception as error:  # noqa: BLE001
-            return _error(error, self.config.retry_after_s)  # type: ignore[return-value]
+            return _error(error, "/route", self.config.retry_after_s)  # type: ignore[return-value]
         REQUESTS_BY_MODEL.labels(endpoint="route", model=result.model).inc()
         return result.to_dict()
 
     @bentoml.api
     def models(self) -> list[dict[str, Any]]:
-        """The registry listing (name, version, kind, cluster, diameter, metrics)."""
+        """The registry listing (name, version, kind, cluster, diameter, metrics); also
+        ``GET /models``."""
         return self.core.models()
 
 
@@ -316,7 +328,15 @@ def _reshape(status: int, parsed: Any, raw: bytes) -> dict[str, Any]:
     return ApiError(status, kind, message[:2000], field).body()
 
 
+def _models_listing(request: Request) -> JSONResponse:
+    """``GET /models``: the same listing as ``POST /models``."""
+    return JSONResponse(bentoml.get_current_service().core.models())
+
+
 for _service in (CellZoo, CellZooLocal):
+    _service.add_asgi_middleware(RequestGuard)  # outermost of ours: bound and check bodies
     _service.add_asgi_middleware(ErrorShape)
+    _service.mount_asgi_app(Starlette(routes=[Route("/models", _models_listing,
+                                                    methods=["GET"])]), name="models_get")
     # the web page (GET /ui) and its helpers: /preview, /export, /stylemap, /reference/*
     _service.mount_asgi_app(web_app(lambda: bentoml.get_current_service().core), name="ui")

@@ -1,12 +1,14 @@
 """What the services do, without BentoML: the network stage and the API stage.
 
 - ``NetworkCore`` holds the loaded networks and runs batches of tile jobs. Jobs from
-  many requests arrive together (BentoML's adaptive batcher forms the list); jobs are
+  many requests arrive together (``zoo.service.batcher`` forms the list); jobs are
   grouped by model and tile shape, so one forward pass serves many requests.
-- ``ApiCore`` validates and decodes a request, then runs the zoo's one pipeline
-  (``Zoo.infer`` → ``Zoo.finish``) with a ``RemoteRunner`` per model, so every forward
-  pass becomes a tile job for the network stage and post-processing runs on the CPU. Its failures are ``ApiError`` values with an
-  HTTP status, a type, a message and the offending field: one error shape for all.
+- ``ApiCore`` decodes a request (its parameters already checked by
+  ``zoo.service.validation``), then runs the zoo's one pipeline (``Zoo.infer`` →
+  ``Zoo.finish``) with a ``RemoteRunner`` per model, so every forward pass becomes a tile
+  job for the network stage and post-processing runs on the CPU. Its failures are
+  ``ApiError`` values (``zoo.service.errors``) with an HTTP status, a type, a message and
+  the offending field: one error shape for all.
 
 ``zoo.service.app`` wraps both in BentoML services; tests and the single-process mode use
 the same classes.
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import dataclasses
 import functools
 import logging
 import threading
@@ -28,22 +29,16 @@ import numpy as np
 from bentoml.validators import TensorSchema
 from pydantic import BaseModel, ConfigDict
 
-from zoo.errors import (
-    ImageTooLargeError,
-    InvalidImageError,
-    InvalidNameError,
-    InvalidParamsError,
-    UnknownModelError,
-    UnsupportedFormatError,
-    ZooError,
-)
-from zoo.io.outputs import OUTPUT_FORMATS, encode_segmentation
+from zoo.errors import ZooError
+from zoo.io.outputs import encode_segmentation
 from zoo.jit import warm_up
 from zoo.params import PredictParams
 from zoo.pipeline import AUTO, Segmentation, Zoo
 from zoo.registry import Registry
 from zoo.router import RouteResult
+from zoo.service import validation
 from zoo.service.config import ServiceConfig
+from zoo.service.errors import ApiError, NetworkUnavailable, as_api_error
 from zoo.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -140,53 +135,6 @@ class NetworkCore:
         return results  # type: ignore[return-value]
 
 
-# --------------------------------------------------------------------------- errors
-
-
-@dataclass
-class ApiError(Exception):
-    """An HTTP error in the one shape every endpoint uses (see ``body``)."""
-
-    status: int
-    type: str
-    message: str
-    field: str | None = None
-    headers: dict[str, str] = dataclasses.field(default_factory=dict)
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"status": self.status, "type": self.type, "message": self.message,
-                          "field": self.field}}
-
-
-class NetworkUnavailable(ZooError):
-    """The network service failed, or did not answer in time."""
-
-
-def as_api_error(error: Exception, *, field: str | None = None,
-                 retry_after_s: int = 5) -> ApiError:
-    """Map a cellzoo error to its HTTP status (anything else is a 500)."""
-    if isinstance(error, ApiError):
-        return error
-    kinds: list[tuple[type[Exception], int, str]] = [
-        (ImageTooLargeError, 413, "image_too_large"),
-        (UnsupportedFormatError, 415, "unsupported_format"),
-        (InvalidImageError, 400, "invalid_image"),
-        (UnknownModelError, 404, "unknown_model"),
-        (InvalidNameError, 404, "unknown_model"),
-        (InvalidParamsError, 400, "invalid_parameter"),
-        (NetworkUnavailable, 503, "network_unavailable"),
-    ]
-    for kind, status, name in kinds:
-        if isinstance(error, kind):
-            headers = {"Retry-After": str(retry_after_s)} if status == 503 else {}
-            where = None if status in (413, 415, 503) else field
-            if kind in (UnknownModelError, InvalidNameError):
-                where = "model"
-            return ApiError(status, name, str(error), where, headers)
-    log.exception("internal error", exc_info=error)
-    return ApiError(500, "internal_error", f"{type(error).__name__}: {error}")
-
-
 # --------------------------------------------------------------------------- API stage
 
 
@@ -230,36 +178,31 @@ class SegmentRequest:
     output: str = "json"
 
 
-def parse_request(*, model: str = AUTO, diameter: float | None = None, channels: str = "0",
-                  flow_threshold: float | None = None, cellprob_threshold: float | None = None,
-                  min_size: int | None = None, output: str = "json") -> SegmentRequest:
-    """Check every parameter; an ``ApiError`` names the first bad field."""
-    from zoo.preprocess import parse_channels
+def parse_request(*, model: Any = AUTO, diameter: Any = None, channels: Any = "0",
+                  flow_threshold: Any = None, cellprob_threshold: Any = None,
+                  min_size: Any = None, output: Any = "json",
+                  config: ServiceConfig | None = None) -> SegmentRequest:
+    """Check every parameter with ``zoo.service.validation`` (the checks the request guard
+    already ran on the raw form); an ``ApiError`` names the first bad field.
 
-    checks: list[tuple[str, bool, str]] = [
-        ("diameter", diameter is None or (np.isfinite(diameter) and diameter > 0),
-         f"diameter must be a positive number of pixels, got {diameter}"),
-        ("flow_threshold", flow_threshold is None or (np.isfinite(flow_threshold) and flow_threshold >= 0),
-         f"flow_threshold must be >= 0, got {flow_threshold}"),
-        ("cellprob_threshold", cellprob_threshold is None or bool(np.isfinite(cellprob_threshold)),
-         f"cellprob_threshold must be a finite number, got {cellprob_threshold}"),
-        ("min_size", min_size is None or min_size >= 0, f"min_size must be >= 0, got {min_size}"),
-        ("output", output in OUTPUT_FORMATS or output == "json",
-         f"output must be json or one of {', '.join(OUTPUT_FORMATS)}, got {output!r}"),
-        ("model", bool(model.strip()), "model must be 'auto' or a registry name"),
-    ]
-    for name, ok, message in checks:
-        if not ok:
-            raise ApiError(400, "invalid_parameter", message, name)
-    try:
-        cyto, nucleus = parse_channels(channels)
-    except ZooError as error:
-        raise ApiError(400, "invalid_parameter", str(error), "channels") from error
-    params = PredictParams(diameter=diameter, cyto_channel=cyto, nucleus_channel=nucleus,
-                           flow_threshold=flow_threshold, cellprob_threshold=cellprob_threshold,
-                           min_size=min_size,
+    ``config`` sets the work bounds the diameter is checked against once the image is known
+    (``max_rescale``, ``max_network_pixels``).
+    """
+    values = {"model": model, "diameter": diameter, "channels": channels,
+              "flow_threshold": flow_threshold, "cellprob_threshold": cellprob_threshold,
+              "min_size": min_size, "output": output}
+    checked = validation.check_fields(validation.SEGMENT_FIELDS, values)
+    cyto, nucleus = checked.pop("channels")
+    config = config or ServiceConfig()
+    params = PredictParams(cyto_channel=cyto, nucleus_channel=nucleus,
+                           diameter=checked.get("diameter"),
+                           flow_threshold=checked.get("flow_threshold"),
+                           cellprob_threshold=checked.get("cellprob_threshold"),
+                           min_size=checked.get("min_size"),
+                           max_rescale=config.max_rescale,
+                           max_network_pixels=config.max_network_pixels,
                            batch_size=1024)  # one job per forward pass; the network splits it
-    return SegmentRequest(model=model.strip(), params=params, output=output)
+    return SegmentRequest(model=checked["model"], params=params, output=checked["output"])
 
 
 class ApiCore:

@@ -1,8 +1,10 @@
-"""Shared fixtures: small networks and synthetic labels, all in tmp_path."""
+"""Shared fixtures: small networks and synthetic labels, all in tmp_path; and the check that
+the run leaves no process behind."""
 
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 # One numba cache for the whole run, its subprocesses and servers included (each test's own
@@ -32,3 +34,74 @@ def small_model() -> SegmentationModel:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+# ---- one live split service for every HTTP test module --------------------------------------
+
+
+@pytest.fixture(scope="session")
+def service_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ZOO_HOME (and BENTOML_HOME below it) of the shared service."""
+    return tmp_path_factory.mktemp("service-home")
+
+
+@pytest.fixture(scope="session")
+def service_url(service_home: Path):
+    """The base URL of one ``bentoml serve zoo.service.app:CellZoo`` (split deployment) with
+    ``tests.serving.SERVICE_ENV``, shared by the modules that speak HTTP to it."""
+    from tests.serving import ROOT, SERVICE_ENV, served
+
+    if not (ROOT / "models.yaml").is_file():
+        pytest.skip("no shipped zoo")
+    with served("zoo.service.app:CellZoo", service_home, env=SERVICE_ENV) as url:
+        yield url
+
+
+# ---- no process outlives the run ---------------------------------------------------------------
+# Every process the tests start inherits this session's mark (servers, `zoo serve`, their
+# workers, dask workers...). At the end, any of them still alive fails the run (and is killed).
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from tests.serving import SESSION_VARIABLE
+
+    os.environ[SESSION_VARIABLE] = uuid.uuid4().hex
+
+
+@pytest.hookimpl(trylast=True)  # after the session fixtures (the shared service) are torn down
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from tests.serving import SESSION_VARIABLE, kill_all, wait_gone
+
+    left = wait_gone(SESSION_VARIABLE, os.environ[SESSION_VARIABLE], timeout=15,
+                     ignore=_own_multiprocessing_helpers())
+    if not left:
+        return
+    lines = []
+    for process in left:
+        try:
+            lines.append(f"  pid {process.pid}: {' '.join(process.cmdline())[:200]}")
+        except Exception:  # noqa: BLE001 (it may have just ended)
+            lines.append(f"  pid {process.pid}")
+    kill_all(left)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    message = f"{len(left)} process(es) started by the tests outlived them (killed now):"
+    if reporter is not None:
+        reporter.write_line(message + "\n" + "\n".join(lines), red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _own_multiprocessing_helpers() -> set[int]:
+    """The pids of this interpreter's own multiprocessing helpers (the resource tracker that
+    a spawned pool, e.g. a Dask cluster, starts; the fork server): they live as long as the
+    pytest process by design and exit when their pipe from it closes, so they outlive no
+    test."""
+    import sys
+
+    pids = set()
+    tracker = sys.modules.get("multiprocessing.resource_tracker")
+    if tracker is not None:
+        pids.add(getattr(tracker._resource_tracker, "_pid", None))
+    forkserver = sys.modules.get("multiprocessing.forkserver")
+    if forkserver is not None:
+        pids.add(getattr(forkserver._forkserver, "_forkserver_pid", None))
+    return {pid for pid in pids if pid}

@@ -40,14 +40,9 @@ def summary(out: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory):
-    if not (ROOT / "models.yaml").is_file():
-        pytest.skip("no shipped zoo")
-    from tests.serving import served
-
-    home = tmp_path_factory.mktemp("service-home")
-    with served("zoo.service.app:CellZoo", home, env={"OMP_NUM_THREADS": "1"}) as url:
-        yield url
+def service(service_url: str) -> str:
+    """The shared split service (``tests/conftest.py``)."""
+    return service_url
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +94,19 @@ def test_the_server_with_options_and_a_corrupt_file(service: str, local_home: Pa
     row = summary(tmp_path / "remote")[0]
     assert (row["model"], row["diameter"], row["cluster"]) == ("cpnet.tissue", "15.0", "")
     assert local.exit_code == 0
+
+
+def test_a_nucleus_channel_on_a_greyscale_image_through_the_service(
+        service: str, tmp_path: Path) -> None:
+    """The service refuses channel 1 of a greyscale image (400, field channels); the CLI
+    then segments its one channel, with a note, as it does locally."""
+    data = tmp_path / "data"
+    grey = write_png(data / "grey.png")
+    write_tiff(data / "two.tif")
+    remote = run(data, "--out", tmp_path / "out", "--server", service, "--channels", "0,1")
+    assert remote.exit_code == 0, remote.stderr
+    assert f"note: {grey}: one channel only: segmented without the nucleus channel 1" in remote.stderr
+    assert {row["image"] for row in summary(tmp_path / "out")} == {str(grey), str(data / "two.tif")}
 
 
 # ---- against a stand-in: retries, request fields, error lines ---------------------------------

@@ -44,15 +44,14 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("zoo-home")
+def home(service_home) -> Path:
+    return service_home
 
 
 @pytest.fixture(scope="module")
-def url(home) -> Iterator[str]:
-    env = {"ZOO_MAX_PIXELS": str(MAX_PIXELS), "ZOO_NETWORK_TIMEOUT": "120"}
-    with served("zoo.service.app:CellZoo", home, env=env) as base:
-        yield base
+def url(service_url) -> Iterator[str]:
+    """The shared split service (``tests/conftest.py``; ``ZOO_MAX_PIXELS`` is 600²)."""
+    yield service_url
 
 
 @pytest.fixture(scope="module")

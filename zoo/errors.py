@@ -24,7 +24,15 @@ class ImageTooLargeError(InvalidImageError):
 
 
 class InvalidParamsError(ZooError, ValueError):
-    """A parameter object holds a value outside its allowed range."""
+    """A parameter object holds a value outside its allowed range.
+
+    Attributes:
+        field: the request field or option the value came from, when known (``diameter``).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
 
 
 class UnknownModelError(ZooError, KeyError):

@@ -52,6 +52,7 @@ INDEX_FILE = "models.yaml"
 CARD_FILE = "README.md"
 RESERVED = frozenset({INDEX_FILE, CARD_FILE, ".gitattributes"})
 _TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{8,}\b")
+_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
 
 
 @dataclass(frozen=True)
@@ -85,25 +86,67 @@ class HubSettings:
             token = get_token()
         return cls(endpoint=env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT, token=token)
 
+    @property
+    def shown_endpoint(self) -> str:
+        """``endpoint`` for messages: credentials in it (``user:pass@``) masked."""
+        return self.redact(self.endpoint)
+
     def redact(self, text: str) -> str:
-        """``text`` with the token (and anything shaped like an HF token) masked."""
+        """``text`` with the token, anything shaped like an HF token, and the credentials
+        of any URL (``https://user:pass@host`` → ``https://***@host``) masked."""
         if self.token:
             text = text.replace(self.token, "***")
+        text = _USERINFO_RE.sub(r"\1***@", text)
         return _TOKEN_RE.sub("hf_***", text)
+
+
+class _Redacting(logging.Filter):
+    """Masks the token and URL credentials in the log records a handler emits (the Hub
+    client logs each retried request with its full URL)."""
+
+    def __init__(self, hub: HubSettings) -> None:
+        super().__init__()
+        self.hub = hub
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = self.hub.redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+@contextmanager
+def _redacted_logs(hub: HubSettings) -> Iterator[None]:
+    """While a Hub call runs, the handlers of ``huggingface_hub``'s logger and of the root
+    logger print no credentials."""
+    import huggingface_hub  # noqa: F401  (configures its logger and handler)
+
+    redacting = _Redacting(hub)
+    handlers = [*logging.getLogger("huggingface_hub").handlers, *logging.getLogger().handlers]
+    for handler in handlers:
+        handler.addFilter(redacting)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(redacting)
 
 
 @contextmanager
 def _hub_errors(action: str, hub: HubSettings) -> Iterator[None]:
-    """Turn any failure of a Hub call into one-line ``HubError`` without the token."""
+    """Turn any failure of a Hub call into one-line ``HubError`` without the token; the
+    call's own log lines show no credentials either."""
     try:
-        yield
+        with _redacted_logs(hub):
+            yield
     except ZooError:
         raise
     except Exception as error:  # noqa: BLE001  (the boundary to huggingface_hub: wrap, not swallow)
         detail = hub.redact(" ".join(str(error).split()))[:400]
         logger.debug("%s failed: %s", action, type(error).__name__)
         raise HubError(
-            f"{action} failed at {hub.endpoint}: {type(error).__name__}: {detail}"
+            f"{action} failed at {hub.shown_endpoint}: {type(error).__name__}: {detail}"
         ) from None
 
 
@@ -166,13 +209,16 @@ def fetch_remote_index(repo_id: str, hub: HubSettings, *, revision: str = "main"
 
 def _read_index(api, repo_id: str, revision: str, *, missing_ok: bool = True) -> Manifest:
     """The index at ``revision``; an empty one when the repo has none and ``missing_ok``."""
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     with tempfile.TemporaryDirectory(prefix="cellzoo-index-") as tmp:
         try:
             path = api.hf_hub_download(
                 repo_id, INDEX_FILE, revision=revision, local_dir=tmp, cache_dir=Path(tmp) / ".hub"
             )
+        except LocalEntryNotFoundError as error:  # unreachable, not "no index": say so
+            raise ConnectionError(f"the Hub did not answer ({' '.join(str(error).split())[:200]})"
+                                  ) from None
         except EntryNotFoundError:
             if not missing_ok:
                 raise HubError(

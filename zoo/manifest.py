@@ -40,8 +40,8 @@ from pydantic import (
     model_validator,
 )
 
-from zoo.errors import InvalidNameError, ManifestError
-from zoo.files import check_relative_path, file_problems
+from zoo.errors import InvalidNameError, ManifestError, ZooError
+from zoo.files import check_relative_path, file_problems, inside
 from zoo.params import FlowParams
 
 SCHEMA_VERSION = 1
@@ -113,6 +113,9 @@ ModelName = Annotated[str, _wrap(check_name), _pattern(NAME_RE.pattern)]
 Version = Annotated[str, _wrap(check_version), _pattern(VERSION_RE.pattern)]
 RelPath = Annotated[str, _wrap(check_relative_path), _pattern(_PATH_PATTERN)]
 RepoId = Annotated[str, _wrap(check_repo_id), _pattern(REPO_ID_RE.pattern)]
+#: A model's mean cell diameter in pixels: finite, positive, at most 10,000.
+Diameter = Annotated[float, Field(gt=0, le=10_000, allow_inf_nan=False)]
+Architecture = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
 
 
 class _Record(BaseModel):
@@ -219,11 +222,11 @@ class ModelEntry(_Record):
     aliases: list[ModelName] = []
     kind: Kind
     description: str = ""
-    architecture: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] = "cpnet"
+    architecture: Architecture = "cpnet"
     config: dict[str, Any] = {}
     channels: Annotated[int, Field(ge=1, le=16)] = 2
     axes: Annotated[str, Field(pattern=r"^[czyx]{2,4}$"), AfterValidator(_unique_axes)] = "cyx"
-    diameter: Annotated[float, Field(gt=0)]
+    diameter: Diameter
     flow_params: FlowParams = FlowParams()
     cluster: Cluster | None = None
     weights: RelPath | None = None
@@ -289,6 +292,38 @@ class ModelEntry(_Record):
             if spec.path == path:
                 return spec
         raise KeyError(path)
+
+
+class CPNetConfig(_Record):
+    """The ``cpnet`` architecture's hyper-parameters (``zoo.nets.cpnet.NetConfig``), bounded
+    so that no crafted file can ask for an absurd network."""
+
+    channels: Annotated[list[Annotated[int, Field(ge=1, le=1024)]],
+                        Field(min_length=3, max_length=8)] = [2, 32, 64, 128, 256]
+    n_out: Annotated[int, Field(ge=1, le=16)] = 3
+    kernel_size: Annotated[int, Field(ge=1, le=15)] = 3
+
+    @model_validator(mode="after")
+    def _shape(self) -> CPNetConfig:
+        if self.channels[0] > 16:
+            raise ValueError(f"channels[0] (input channels) must be <= 16, got {self.channels[0]}")
+        if self.kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
+        return self
+
+
+class WeightsMetadata(_Record):
+    """The ``cellzoo`` metadata of a weights file (``zoo.model``): the same field types as
+    a manifest entry (architecture, diameter, post-processing defaults), checked before any
+    tensor is read."""
+
+    format_version: Annotated[int, Field(ge=1)] = 1
+    arch: Literal["cpnet"]
+    config: CPNetConfig
+    diam_mean: Diameter
+    flow_params: FlowParams = FlowParams()
+    diam_labels: Diameter | None = None
+    layout: Literal["cellzoo", "cellpose"] = "cellzoo"
 
 
 class Manifest(_Record):
@@ -416,7 +451,12 @@ def validate_manifest(path: str | Path, *, check_files: bool = False) -> list[st
     problems = []
     for i, entry in enumerate(manifest.models):
         for j, spec in enumerate(entry.files):
-            problem = file_problems(root / spec.path, spec, missing_ok=entry.source is not None)
+            try:  # the check ``zoo pull`` makes: no file (or symlink) may lead out of the zoo
+                local = inside(root, spec.path)
+            except ZooError as error:
+                problems.append(f"models[{i}].files[{j}] ({entry.ref}): {error}")
+                continue
+            problem = file_problems(local, spec, missing_ok=entry.source is not None)
             if problem:
                 problems.append(f"models[{i}].files[{j}] ({entry.ref}): {problem}")
     return problems

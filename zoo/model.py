@@ -7,7 +7,8 @@ One safetensors file holds everything:
   ``size.floor`` ``()``;
 - metadata ``cellzoo``: JSON with the architecture name, ``NetConfig``, the mean cell
   diameter the network was trained at, the default ``FlowParams`` and, when known, the
-  mean diameter of the training labels (``diam_labels``).
+  mean diameter of the training labels (``diam_labels``); validated by
+  ``zoo.manifest.WeightsMetadata`` (the manifest's own field types) on load.
 
 Weights are never read from pickles.
 """
@@ -20,10 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from zoo.errors import InvalidParamsError, ZooError
+from zoo.manifest import WeightsMetadata, format_errors
 from zoo.nets.cpnet import CPNet, NetConfig
 from zoo.params import FlowParams
 
@@ -145,15 +148,23 @@ class SegmentationModel:
 
     @classmethod
     def load(cls, path: str | Path) -> SegmentationModel:
-        """Read a model written by ``save``; raises ``ZooError`` for foreign files."""
+        """Read a model written by ``save``.
+
+        The metadata is validated (``zoo.manifest.WeightsMetadata``) and every tensor's shape
+        checked against the architecture it describes before any tensor is read, so a
+        foreign or crafted file gives one ``ZooError`` line and allocates nothing.
+        """
         path = Path(path)
         if path.suffix != ".safetensors":
             raise ZooError(f"weights load only from .safetensors files, got {path}")
-        meta = _read_meta(path)
-        if meta.get("arch") not in ARCHITECTURES:
-            raise ZooError(f"{path}: unknown architecture {meta.get('arch')!r}")
-        tensors = load_file(str(path))
-        net = ARCHITECTURES[meta["arch"]](NetConfig(**meta["config"]))
+        meta, shapes = _read_header(path)
+        config = NetConfig(**meta.config.model_dump())
+        _check_shapes(path, ARCHITECTURES[meta.arch], config, shapes)
+        try:
+            tensors = load_file(str(path))
+        except (OSError, SafetensorError) as error:
+            raise ZooError(f"{path}: not a readable safetensors file ({error})") from error
+        net = ARCHITECTURES[meta.arch](config)
         state = {k[4:]: v.float() if v.is_floating_point() else v
                  for k, v in tensors.items() if k.startswith("net.")}
         net.load_state_dict(state)
@@ -165,24 +176,58 @@ class SegmentationModel:
             )
         return cls(
             net=net.eval(),
-            diam_mean=float(meta["diam_mean"]),
-            flow_params=FlowParams(**meta.get("flow_params", {})),
+            diam_mean=float(meta.diam_mean),
+            flow_params=meta.flow_params,
             size=size,
-            arch=meta["arch"],
-            diam_labels=float(meta["diam_labels"]) if "diam_labels" in meta else None,
-            layout=str(meta.get("layout", "cellzoo")),
+            arch=meta.arch,
+            diam_labels=None if meta.diam_labels is None else float(meta.diam_labels),
+            layout=meta.layout,
         )
 
 
-def _read_meta(path: Path) -> dict:
+def _read_header(path: Path) -> tuple[WeightsMetadata, dict[str, tuple[int, ...]]]:
+    """The validated ``cellzoo`` metadata and every tensor's shape (no tensor is read)."""
     try:
         with safe_open(str(path), framework="pt") as handle:
             raw = (handle.metadata() or {}).get("cellzoo")
+            shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
     except (OSError, SafetensorError) as error:
         raise ZooError(f"{path}: not a readable safetensors file ({error})") from error
     if raw is None:
         raise ZooError(f"{path}: safetensors file has no cellzoo metadata")
-    meta = json.loads(raw)
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ZooError(f"{path}: format version {meta['format_version']} is newer than supported")
-    return meta
+    try:
+        meta = json.loads(raw)
+    except ValueError as error:
+        raise ZooError(f"{path}: cellzoo metadata is not JSON ({error})") from None
+    version = meta.get("format_version", 1) if isinstance(meta, dict) else 1
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise ZooError(f"{path}: format version {version} is newer than supported")
+    try:
+        return WeightsMetadata.model_validate(meta), shapes
+    except ValidationError as error:
+        problems = format_errors(error)
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ZooError(f"{path}: invalid cellzoo metadata: {problems[0]}{more}") from None
+
+
+def _check_shapes(path: Path, architecture: type[CPNet], config: NetConfig,
+                  shapes: dict[str, tuple[int, ...]]) -> None:
+    """Every tensor the architecture needs, with its shape, and nothing else (checked on
+    torch's ``meta`` device: nothing is allocated)."""
+    with torch.device("meta"):
+        expected = {f"net.{k}": tuple(v.shape) for k, v in architecture(config).state_dict().items()}
+    if "size.weight" in shapes or "size.bias" in shapes:
+        expected.update({"size.weight": (config.style_dim,), "size.bias": ()})
+    if "size.floor" in shapes:
+        expected["size.floor"] = ()
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    wrong = [f"{k} {shapes[k]} != {expected[k]}" for k in expected
+             if k in shapes and shapes[k] != expected[k]]
+    problems = ([f"missing tensors {missing[:3]}"] if missing else []) + (
+        [f"unexpected tensors {unexpected[:3]}"] if unexpected else []) + (
+        [f"tensor shapes differ from its config: {'; '.join(wrong[:3])}"] if wrong else [])
+    if problems:
+        more = f" ({len(missing) + len(unexpected) + len(wrong)} tensors differ)"
+        raise ZooError(f"{path}: weights do not match the cellzoo metadata: "
+                       f"{'; '.join(problems)}{more}")

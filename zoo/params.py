@@ -84,6 +84,12 @@ class PredictParams:
         flow_threshold: overrides ``flow.flow_threshold`` (None: keep it).
         cellprob_threshold: overrides ``flow.cellprob_threshold`` (None: keep it).
         min_size: overrides ``flow.min_size`` (None: keep it).
+        max_rescale: the network sees the image rescaled by ``diam_mean / diameter``, at most
+            this factor up or down: a given diameter outside ``[diam_mean / max_rescale,
+            diam_mean × max_rescale]`` is refused, an estimated one is clamped into it.
+        max_network_pixels: most pixels the network may see for one image (Y × X after
+            the rescale); None: no budget. A given diameter over it is refused, an
+            estimated one is raised until the image fits (see ``bounded_diameter``).
         layout: how the image is resized, padded, tiled and blended: ``cellzoo`` (rounded
             resize, padding at the end, ``tile_size`` tiles, raised-cosine blending) or
             ``cellpose`` (cellpose 3.1.1.2's geometry: resize rounded down, 8 + centring
@@ -105,6 +111,8 @@ class PredictParams:
     flow_threshold: float | None = None
     cellprob_threshold: float | None = None
     min_size: int | None = None
+    max_rescale: float = 8.0
+    max_network_pixels: int | None = None
     layout: str | None = None
 
     def __post_init__(self) -> None:
@@ -117,6 +125,11 @@ class PredictParams:
             raise InvalidParamsError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.style_size < 16:
             raise InvalidParamsError(f"style_size must be >= 16, got {self.style_size}")
+        if not (math.isfinite(self.max_rescale) and self.max_rescale >= 1):
+            raise InvalidParamsError(f"max_rescale must be a number >= 1, got {self.max_rescale}")
+        if self.max_network_pixels is not None and self.max_network_pixels < 1:
+            raise InvalidParamsError(
+                f"max_network_pixels must be >= 1 or None, got {self.max_network_pixels}")
         if self.layout not in (None, *LAYOUTS):
             raise InvalidParamsError(f"layout must be one of {LAYOUTS} or None, got {self.layout!r}")
 
@@ -127,6 +140,64 @@ class PredictParams:
         overrides = {name: value for name in ("flow_threshold", "cellprob_threshold", "min_size")
                      if (value := getattr(self, name)) is not None}
         return replace(flow, **overrides) if overrides else flow
+
+
+def bounded_diameter(shape: tuple[int, int], diameter: float, diam_mean: float,
+                     params: PredictParams, *, estimated: bool) -> float:
+    """The diameter to run a model at, within the work bounds of ``params``.
+
+    The network sees the image rescaled by ``diam_mean / diameter``: a tiny diameter makes
+    it enormous (a 64 × 64 image at diameter 0.001 would be 10⁹ × 10⁹ pixels). The
+    diameter must lie in ``[diam_mean / max_rescale, diam_mean × max_rescale]`` and, with
+    ``max_network_pixels``, keep ``Y × X × (diam_mean / diameter)²`` within the budget.
+
+    Args:
+        shape: ``(Y, X)`` of the image at its own resolution.
+        diameter: the cell diameter in pixels, given or estimated.
+        diam_mean: the model's mean training diameter, in pixels.
+        params: ``max_rescale`` and ``max_network_pixels``.
+        estimated: a size estimate is clamped into the bounds; a given diameter outside
+            them raises.
+
+    Returns:
+        The diameter, unchanged when it is within bounds.
+
+    Raises:
+        InvalidParamsError: a given diameter outside the bounds (``field="diameter"``).
+        ImageTooLargeError: the image exceeds the pixel budget even at the smallest scale.
+    """
+    from zoo.errors import ImageTooLargeError
+
+    low, high = diam_mean / params.max_rescale, diam_mean * params.max_rescale
+    if not (isinstance(diameter, numbers.Real) and math.isfinite(diameter) and diameter > 0):
+        if estimated:  # a size regressor gone wild: the model's own diameter
+            return bounded_diameter(shape, diam_mean, diam_mean, params, estimated=True)
+        raise InvalidParamsError(f"diameter must be a positive number of pixels, got {diameter}",
+                                 field="diameter")
+    if not low <= diameter <= high:
+        if not estimated:
+            raise InvalidParamsError(
+                f"diameter {diameter:g} px is outside {low:g}..{high:g} px: the model (mean "
+                f"diameter {diam_mean:g} px) would see the image rescaled by more than "
+                f"{params.max_rescale:g}x", field="diameter")
+        diameter = min(max(diameter, low), high)
+    budget = params.max_network_pixels
+    pixels = shape[0] * shape[1]
+    if budget is None or pixels * (diam_mean / diameter) ** 2 <= budget:
+        return float(diameter)
+    smallest = diam_mean * math.sqrt(pixels / budget)  # the diameter that just fits
+    if estimated and smallest <= high:
+        return float(smallest)
+    if smallest > high:
+        raise ImageTooLargeError(
+            f"a {shape[0]} x {shape[1]} image is over the network's budget of {budget:,} "
+            f"pixels even shrunk {params.max_rescale:g}x", pixels=pixels, limit=budget)
+    seen = int(pixels * (diam_mean / diameter) ** 2)
+    raise InvalidParamsError(
+        f"diameter {diameter:g} px would make the network see {seen:,} pixels (a "
+        f"{shape[0]} x {shape[1]} image rescaled {diam_mean / diameter:.3g}x), over the "
+        f"budget of {budget:,}: give a diameter of at least {math.ceil(smallest * 100) / 100:g} px",
+        field="diameter")
 
 
 @dataclass(frozen=True)

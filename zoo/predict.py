@@ -15,7 +15,7 @@ import numpy as np
 from zoo.backends import Runner, make_runner
 from zoo.errors import InvalidImageError
 from zoo.model import NET_FLOW_SCALE, SegmentationModel
-from zoo.params import CELLPOSE_TILE, FlowParams, PredictParams
+from zoo.params import CELLPOSE_TILE, FlowParams, PredictParams, bounded_diameter
 from zoo.preprocess import central_crop, normalize, resize, scaled_shape, select_channels
 from zoo.settings import Settings
 from zoo.tiling import extract_tiles, plan_tiles, plan_tiles_cellpose, stitch_tiles
@@ -167,14 +167,20 @@ class Predictor:
 
     def diameter_for(self, stack: np.ndarray, params: PredictParams) -> float:
         """The diameter given, else the size regressor's estimate, else the model default
-        (the training labels' mean diameter when known, as in Cellpose, else ``diam_mean``)."""
-        if params.diameter is not None:
-            return float(params.diameter)
-        if self.model.size is None:
-            return float(self.model.diam_labels or self.model.diam_mean)
-        view = central_crop(stack, params.style_size)
-        _, style = self.network_maps(view, replace(params, augment=False))
-        return self.model.size.predict(style, self.model.diam_mean)
+        (the training labels' mean diameter when known, as in Cellpose, else ``diam_mean``);
+        within the work bounds of ``params`` (``zoo.params.bounded_diameter``: a given
+        diameter outside them raises, an estimate is clamped)."""
+        given = params.diameter is not None
+        if given:
+            diameter = float(params.diameter)
+        elif self.model.size is None:
+            diameter = float(self.model.diam_labels or self.model.diam_mean)
+        else:
+            view = central_crop(stack, params.style_size)
+            _, style = self.network_maps(view, replace(params, augment=False))
+            diameter = self.model.size.predict(style, self.model.diam_mean)
+        return bounded_diameter(stack.shape[-2:], diameter, self.model.diam_mean, params,
+                                estimated=not given)
 
     def flow_params(
         self, params: PredictParams, scale: float, *, layout: str = "cellzoo"

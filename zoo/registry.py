@@ -360,6 +360,7 @@ class Registry:
         """
         entry = self.entry(ref)
         with self._lock(entry):
+            self._clean_stale(entry)
             if not force:
                 installed = self._installed(entry, verify=True)
                 if installed is not None:
@@ -427,11 +428,21 @@ class Registry:
             return folder
         return None
 
+    def _clean_stale(self, entry: ModelEntry) -> None:
+        """Remove what a killed pull of ``entry`` left: its staging folders (``.tmp-*``) and
+        a replaced install not yet deleted (``.trash-*``). Called under the model's lock,
+        on every pull, so a crash never leaves them for longer than the next pull."""
+        folder = self.install_dir(entry).parent
+        if not folder.is_dir():
+            return
+        for pattern in (f".tmp-{entry.version}-*", f".trash-{entry.version}-*"):
+            for stale in folder.glob(pattern):
+                logger.info("removing %s, left by an interrupted pull", stale)
+                shutil.rmtree(stale, ignore_errors=True)
+
     def _install(self, entry: ModelEntry, origin: Literal["local", "hub"]) -> InstalledModel:
         final = self.install_dir(entry)
         final.parent.mkdir(parents=True, exist_ok=True)
-        for stale in final.parent.glob(f".tmp-{entry.version}-*"):
-            shutil.rmtree(stale, ignore_errors=True)  # left by a crashed pull; we hold the lock
         staging = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.version}-", dir=final.parent))
         try:
             self._fetch(entry, origin, staging)

@@ -68,6 +68,11 @@ _DECODE_ERRORS = (
 _CHANNEL_AXES = "CS"  # tifffile: C = channel, S = sample (RGB)
 _UNLABELLED_AXES = "QI"  # tifffile: unknown axis, sequence of pages
 _MAX_UNLABELLED_CHANNELS = 8
+#: Most pages a TIFF may have (cellzoo segments one 2-D plane, with a few channels).
+MAX_TIFF_PAGES = 1024
+#: Y × X summed over every page and plane of a file may reach this many times ``max_pixels``
+#: (an image of the largest size with this many channels), checked before decoding.
+MAX_PLANES = _MAX_UNLABELLED_CHANNELS
 
 
 # --------------------------------------------------------------------------- reading
@@ -105,14 +110,17 @@ def read_image(src: ImageSource, *, max_pixels: int | None = None) -> np.ndarray
     TIFF (including OME-TIFF and ImageJ hyperstacks) is read with tifffile, using the
     axes its metadata declares. Axes of length 1 are dropped. One channel-like axis may
     remain (``C`` or RGB samples ``S``; an unlabelled axis of at most 8 planes, such as a
-    plain ``(3, Y, X)`` page stack, is also read as channels). PNG and JPEG are read with
+    plain ``(3, Y, X)`` page stack, is also read as channels, and so is the small last axis
+    of a ``(Y, X, C)`` array that ``tifffile.imwrite`` stored as Y pages). PNG and JPEG are read with
     Pillow: grey → ``(Y, X)``, grey+alpha → ``(Y, X, 2)``, RGB → ``(Y, X, 3)``, RGBA →
     ``(Y, X, 4)``, 16-bit grey PNG → uint16; palette and CMYK images become RGB(A).
 
     Args:
         src: a file path, or the file's bytes (as the HTTP service receives them).
-        max_pixels: refuse images with more than this many pixels (Y × X), checked
-            from the header before any pixel data is decoded; None = no limit.
+        max_pixels: refuse images with more than this many pixels (Y × X), and TIFFs whose
+            pages and planes hold more than ``MAX_PLANES`` (8) times as many together (Y × X
+            summed over every page), checked from the headers before any pixel data is
+            decoded; None = no limit.
 
     Returns:
         ``(Y, X)`` or ``(Y, X, C)`` array, C-contiguous, in the stored dtype (uint8,
@@ -148,6 +156,16 @@ class _PixelLimit:
             raise ImageTooLargeError(
                 f"{self.name}: {y} x {x} = {y * x:,} pixels, over the limit of {self.limit:,} "
                 f"({self.limit / 1e6:.3g} megapixels)", pixels=y * x, limit=self.limit)
+
+    def check_total(self, total: int) -> None:
+        """Refuse ``total`` pixels summed over every page and plane of a file: more than
+        the limit's image with ``MAX_PLANES`` channels could hold."""
+        budget = None if self.limit is None else self.limit * MAX_PLANES
+        if budget is not None and total > budget:
+            raise ImageTooLargeError(
+                f"{self.name}: {total:,} pixels across its pages and planes, over the limit of "
+                f"{budget:,} ({MAX_PLANES} planes of {self.limit:,})", pixels=total,
+                limit=budget)
 
 
 def as_yxc(image: np.ndarray, *, channel_axis: int | None = None) -> np.ndarray:
@@ -202,7 +220,11 @@ def _read_head(path: Path) -> bytes:
 def _read_tiff(stream: BinaryIO | Path, name: str, limit: _PixelLimit) -> np.ndarray:
     try:
         with tifffile.TiffFile(stream) as tif:
+            _check_tiff_pages(tif, name, limit)
             n_series = len(tif.series)
+            if n_series == 0:
+                raise InvalidImageError(f"{name}: not a readable TIFF: it holds no image data "
+                                        "(corrupt or truncated file?)")
             if n_series != 1:
                 shapes = [s.shape for s in tif.series]
                 raise InvalidImageError(
@@ -212,12 +234,33 @@ def _read_tiff(stream: BinaryIO | Path, name: str, limit: _PixelLimit) -> np.nda
             if "Y" in series.axes and "X" in series.axes:
                 limit.check(series.shape[series.axes.index("Y")],
                             series.shape[series.axes.index("X")])
+            planes = [n for n, axis in zip(series.shape, series.axes) if axis != "S"]
+            limit.check_total(int(np.prod(planes, dtype=np.int64)))
             data, axes = series.asarray(), series.axes
     except InvalidImageError:
         raise
     except _DECODE_ERRORS as err:
-        raise InvalidImageError(f"{name}: corrupt or truncated TIFF ({err})") from err
+        raise InvalidImageError(f"{name}: not a readable TIFF: {err}") from err
     return _to_channels_last(data, axes, name)
+
+
+def _check_tiff_pages(tif: tifffile.TiffFile, name: str, limit: _PixelLimit) -> None:
+    """Refuse, from the page headers alone, a file whose pages hold more pixels than the
+    limit together (or more than ``MAX_TIFF_PAGES`` pages): nothing is decoded."""
+    total = 0
+    pages = tif.pages
+    for index in range(MAX_TIFF_PAGES + 1):
+        try:
+            page = pages[index]
+        except IndexError:
+            return
+        if index == MAX_TIFF_PAGES:
+            raise InvalidImageError(f"{name}: TIFF has more than {MAX_TIFF_PAGES} pages; "
+                                    "cellzoo segments 2-D images")
+        separate, depth, length, width, _ = page.shaped
+        limit.check(length, width)
+        total += separate * depth * length * width
+        limit.check_total(total)
 
 
 def _to_channels_last(data: np.ndarray, axes: str, name: str) -> np.ndarray:
@@ -240,6 +283,11 @@ def _to_channels_last(data: np.ndarray, axes: str, name: str) -> np.ndarray:
             "cellzoo segments 2-D images: select one plane first"
         )
     size = data.shape[axes.index(channel)]
+    if (channel in _UNLABELLED_AXES and axes == f"{channel}YX"
+            and data.shape[2] <= _MAX_UNLABELLED_CHANNELS and data.shape[2] < size):
+        # a channels-last (Y, X, C) array written as plain pages (tifffile.imwrite without
+        # axes metadata stores it as Y pages of X × C): read its small last axis as channels
+        return data
     if channel in _UNLABELLED_AXES and size > _MAX_UNLABELLED_CHANNELS:
         raise InvalidImageError(
             f"{where} looks like a stack of {size} planes, not channels; "
