@@ -22,6 +22,10 @@ def build(
         help="Non-microscopy images per kind in each negatives split (OOD check).")] = 16,
     epochs: Annotated[int | None, typer.Option(help="Generalist epochs (default: schedule).")] = None,
     specialist_epochs: Annotated[int | None, typer.Option(help="Specialist epochs.")] = None,
+    generalist: Annotated[Path | None, typer.Option(
+        help="Reuse this generalist (weights/cpnet.generalist.safetensors of an earlier build "
+             "with the same seed and sizes) instead of training one: redoes the later steps.",
+        show_default=False)] = None,
     threads: Annotated[int | None, typer.Option(
         help="CPU threads for torch (default: torch's; 1 is fastest on a busy machine).")] = None,
 ) -> None:
@@ -62,9 +66,14 @@ def build(
             bar.close()
 
     with errors_as_one_line():
-        report = build_zoo(config, progress=progress)
+        given = None
+        if generalist is not None:
+            from zoo.model import SegmentationModel
+
+            given = SegmentationModel.load(generalist)
+        report = build_zoo(config, progress=progress, generalist=given)
         manifest = write_release(report, config, root)
-        data = write_report(report, config, root)
+        data = write_report(report, config, root, generalist_from=generalist)
         readme = root / "README.md"
         if readme.is_file() and README_START in readme.read_text(encoding="utf-8"):
             text = with_zoo_table(readme.read_text(encoding="utf-8"), manifest)

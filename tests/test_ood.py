@@ -67,6 +67,39 @@ def test_knn_scores_the_kth_neighbour(rng):
     assert np.all(third.score(query) > first.score(query))
 
 
+def test_logistic_learns_where_negatives_lie_and_round_trips(rng, tmp_path):
+    # the negatives lie in one direction away from the clusters, as far as a held-out style
+    # on the other side: distance alone cannot tell them apart, the learned check can
+    vectors, labels, centres = _blobs(rng)
+    dim = vectors.shape[1]
+    away = normalize_styles(rng.normal(size=(1, dim)))[0]
+    def off(direction, n):
+        base = centres[rng.integers(0, 3, n)]
+        return normalize_styles(base + 0.6 * direction + 0.05 * rng.normal(size=(n, dim)))
+    negatives = off(away, 60)
+    held_out_negatives, mirrored = off(away, 20), off(-away, 20)
+    params = OODParams(method="logistic", regularisation=1.0)
+    model = fit_ood(vectors, labels, params, negatives=negatives)
+    assert model.method == "logistic" and model.coef.shape == (dim + 1,)
+    inliers = model.score(normalize_styles(centres + 0.05 * rng.normal(size=centres.shape)))
+    assert inliers.max() < model.score(held_out_negatives).min()
+    distance = fit_ood(vectors, labels, OODParams(method="mahalanobis"))
+    # Mahalanobis scores both sides alike; the learned score ranks the negatives' side higher
+    assert abs(np.median(distance.score(mirrored)) / np.median(distance.score(held_out_negatives))
+               - 1) < 0.5
+    assert np.median(model.score(held_out_negatives)) > np.median(model.score(mirrored))
+    bank = build_style_bank(vectors, [str(x) for x in labels]).with_specialists({})
+    bank = replace(bank, ood=model.with_threshold(0.0))
+    loaded = StyleBank.load(bank.save(tmp_path / "bank.safetensors"))
+    np.testing.assert_allclose(loaded.ood.score(negatives[:5]), model.score(negatives[:5]),
+                               rtol=1e-5, atol=1e-5)
+    assert loaded.ood.description == "log-odds of not being microscopy"
+    with pytest.raises(InvalidParamsError, match="negatives"):
+        fit_ood(vectors, labels, params)
+    with pytest.raises(InvalidParamsError, match="coef"):
+        OODModel("logistic", model.mean, model.whitener, model.points)
+
+
 def test_threshold_flags_the_asked_share_of_negatives_but_caps_false_alarms():
     inliers = np.linspace(0, 1, 101)
     outliers = np.linspace(2, 3, 101)

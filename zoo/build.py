@@ -56,7 +56,7 @@ from zoo.evaluate import (
 from zoo.metrics import aggregate
 from zoo.model import SegmentationModel
 from zoo.nets.cpnet import NetConfig
-from zoo.ood import OODParams, OODReport, calibrate_threshold, fit_ood
+from zoo.ood import DISCRIMINATIVE, OODParams, OODReport, calibrate_threshold, fit_ood
 from zoo.params import EmbedParams, PredictParams
 from zoo.predict import Predictor
 from zoo.release import GENERALIST, NUCLEI, write_release
@@ -84,7 +84,12 @@ def _generalist_schedule() -> TrainConfig:
 
 def _zoo_clustering() -> ClusterParams:
     # chosen on the training bank and the validation split (bench/select_zoo.py)
-    return ClusterParams(n_neighbors=20, resolution=1.0, whiten=20)
+    return ClusterParams(n_neighbors=30, resolution=0.5, whiten=40)
+
+
+def _zoo_ood() -> OODParams:
+    # chosen on the validation split (bench/select_zoo.py)
+    return OODParams(method="logistic", shrinkage=0.3, regularisation=3.0, max_false_alarms=0.05)
 
 
 def _specialist_schedule() -> TrainConfig:
@@ -124,7 +129,7 @@ class BuildConfig:
     specialist: TrainConfig = field(default_factory=_specialist_schedule)
     cluster: ClusterParams = field(default_factory=_zoo_clustering)
     embed: EmbedParams = field(default_factory=EmbedParams)
-    ood: OODParams = field(default_factory=OODParams)
+    ood: OODParams = field(default_factory=_zoo_ood)
 
 
 @dataclass
@@ -222,6 +227,7 @@ def build_zoo(
     *,
     progress: StepFn | None = None,
     workdir: str | Path | None = None,
+    generalist: SegmentationModel | None = None,
 ) -> BuildReport:
     """Build the whole default zoo (see the module docstring for the steps).
 
@@ -231,20 +237,28 @@ def build_zoo(
             (``loss`` the epoch's mean) and each evaluated image (``loss`` NaN).
         workdir: where the staged zoos evaluated on validation and test are written
             (default: a temporary folder, removed afterwards).
+        generalist: a generalist to use instead of training one: the one an earlier build
+            of the same ``config`` trained (its training depends only on the seed, the
+            training split and ``config.generalist``), to redo the later steps alone.
     """
     config = config or BuildConfig()
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="zoo-build-") as tmp:
-            return build_zoo(config, progress=progress, workdir=tmp)
+            return build_zoo(config, progress=progress, workdir=tmp, generalist=generalist)
     workdir = Path(workdir)
     timings: dict[str, float] = {}
     clock = _Clock(timings)
     data = _generate(config)
     clock.lap("generate data")
 
-    generalist = SegmentationModel.create(NetConfig(channels=config.width),
-                                          diam_mean=config.diam_mean, seed=config.seed)
-    losses = {GENERALIST: _train(generalist, data.train, config.generalist, GENERALIST, progress)}
+    if generalist is None:
+        generalist = SegmentationModel.create(NetConfig(channels=config.width),
+                                              diam_mean=config.diam_mean, seed=config.seed)
+        losses = {GENERALIST: _train(generalist, data.train, config.generalist, GENERALIST,
+                                     progress)}
+    else:
+        _check_generalist(generalist, config)
+        generalist, losses = copy.deepcopy(generalist), {}
     clock.lap("train generalist")
 
     embedder = Predictor(generalist, Settings(device="cpu"))
@@ -285,6 +299,19 @@ def build_zoo(
     return report
 
 
+def _check_generalist(model: SegmentationModel, config: BuildConfig) -> None:
+    """Refuse a given generalist that this config could not have trained."""
+    from zoo.errors import InvalidParamsError
+
+    if tuple(model.config.channels) != tuple(config.width) or model.diam_mean != config.diam_mean:
+        raise InvalidParamsError(
+            f"the given generalist has channels {tuple(model.config.channels)} and diameter "
+            f"{model.diam_mean}, but this build trains channels {tuple(config.width)} at "
+            f"diameter {config.diam_mean}")
+    if model.size is None:
+        raise InvalidParamsError("the given generalist has no size model (zoo build fits one)")
+
+
 def with_references(bank: StyleBank, samples: Sequence[Sample], config: BuildConfig) -> StyleBank:
     """``bank`` with what people see of its references: ids (``<style>-<index>``), 48-pixel
     false-colour thumbnails, a 2-D style map (t-SNE, fixed seed) and the embedding record."""
@@ -303,18 +330,21 @@ def with_references(bank: StyleBank, samples: Sequence[Sample], config: BuildCon
 
 def calibrate_ood(bank: StyleBank, embedder: Predictor, data: _Data, config: BuildConfig
                   ) -> tuple[StyleBank, OODReport]:
-    """The bank with its OOD check (``zoo.ood``): fitted on the bank's styles, the threshold
-    calibrated on the train and validation negatives and the validation images."""
+    """The bank with its OOD check (``zoo.ood``): fitted on the bank's styles (and, for a
+    method that learns from negatives, the training negatives), the threshold calibrated on
+    the validation images and the negatives it was not fitted on."""
     def styles(images: Sequence[np.ndarray], params) -> np.ndarray:
         return embed_many(embedder, images, params, config.embed)[0]
 
-    model = fit_ood(bank.vectors, bank.labels, config.ood)
+    negative_styles = {split: styles([n.image for n in data.negatives[split]], NEGATIVE_PARAMS)
+                       for split in ("train", "validation")}
+    model = fit_ood(bank.vectors, bank.labels, config.ood, negatives=negative_styles["train"])
     validation = model.score(styles([s.image for s in data.validation],
                                     [sample_params(s) for s in data.validation]))
-    negative = {split: model.score(styles([n.image for n in data.negatives[split]],
-                                          NEGATIVE_PARAMS))
-                for split in ("train", "validation")}
-    threshold = calibrate_threshold(validation, np.concatenate(list(negative.values())),
+    negative = {split: model.score(found) for split, found in negative_styles.items()}
+    unseen = (["validation"] if config.ood.method in DISCRIMINATIVE
+              else ["train", "validation"])
+    threshold = calibrate_threshold(validation, np.concatenate([negative[s] for s in unseen]),
                                     config.ood)
     model = model.with_threshold(threshold)
     report = OODReport(threshold, model.params, model.description)

@@ -7,7 +7,12 @@ direction counts and none is noise blown up:
 
 - ``mahalanobis``: the Mahalanobis distance to the nearest cluster mean,
   ``min_k ||W (x - μ_k)||`` (class-conditional Gaussians with one shared covariance), or
-- ``knn``: the distance to the ``k``-th nearest reference in the whitened space.
+- ``knn``: the distance to the ``k``-th nearest reference in the whitened space, or
+- ``logistic``: the log-odds that the style is not microscopy, from a logistic regression
+  on the whitened style and its Mahalanobis distance, fitted on the bank's styles against
+  the styles of non-microscopy training negatives (``zoo.data.negatives``). The two
+  distances above only say how far a style is from the references; this one also learns
+  which directions lead away from microscopy rather than merely away from our renderer.
 
 A style scoring above ``threshold`` is out of distribution. The threshold is calibrated on
 data the zoo was not built from (``calibrate_threshold``): in-distribution validation images
@@ -21,15 +26,17 @@ The model is stored in the style bank (``StyleBank.ood``); the router applies it
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 
 from zoo.errors import InvalidParamsError
 
-METHODS = ("mahalanobis", "knn")
-Method = Literal["mahalanobis", "knn"]
+METHODS = ("mahalanobis", "knn", "logistic")
+Method = Literal["mahalanobis", "knn", "logistic"]
+#: methods fitted on negatives too (their training negatives cannot calibrate them)
+DISCRIMINATIVE = ("logistic",)
 _CHUNK = 1024
 
 
@@ -38,8 +45,9 @@ class OODParams:
     """How the OOD check is fitted and calibrated.
 
     Attributes:
-        method: ``mahalanobis`` (nearest cluster mean) or ``knn`` (k-th nearest reference),
-            both in the whitened space (module docstring).
+        method: ``mahalanobis`` (nearest cluster mean), ``knn`` (k-th nearest reference),
+            or ``logistic`` (learned against negatives), all in the whitened space (module
+            docstring).
         shrinkage: λ in [0, 1]: 0 whitens with the covariance itself, 1 with its mean
             variance alone (plain euclidean distance, rescaled).
         k: the neighbour whose distance ``knn`` scores (1 = the nearest).
@@ -48,6 +56,8 @@ class OODParams:
             flag more than ``max_false_alarms`` of the validation images.
         max_false_alarms: the largest fraction of in-distribution validation images the
             threshold may flag.
+        regularisation: ``logistic`` only: the inverse L2 penalty (scikit-learn's ``C``) on
+            the standardised features.
     """
 
     method: Method = "mahalanobis"
@@ -55,6 +65,7 @@ class OODParams:
     k: int = 5
     rejection: float = 0.975
     max_false_alarms: float = 0.02
+    regularisation: float = 1.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -63,13 +74,16 @@ class OODParams:
             raise InvalidParamsError(f"shrinkage must be in [0, 1], got {self.shrinkage}")
         if self.k < 1:
             raise InvalidParamsError(f"k must be >= 1, got {self.k}")
+        if not self.regularisation > 0:
+            raise InvalidParamsError(f"regularisation must be > 0, got {self.regularisation}")
         for name in ("rejection", "max_false_alarms"):
             if not 0 <= getattr(self, name) <= 1:
                 raise InvalidParamsError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "shrinkage": self.shrinkage, "k": self.k,
-                "rejection": self.rejection, "max_false_alarms": self.max_false_alarms}
+                "rejection": self.rejection, "max_false_alarms": self.max_false_alarms,
+                "regularisation": self.regularisation}
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,8 +97,11 @@ class OODModel:
         points: ``(P, S)`` float32 whitened cluster means (``mahalanobis``) or whitened
             references (``knn``).
         threshold: scores above it are out of distribution (inf until calibrated).
-        k: the neighbour ``knn`` scores (1 for ``mahalanobis``).
+        k: the neighbour ``knn`` scores (1 for ``mahalanobis`` and ``logistic``).
         params: the settings it was fitted and calibrated with.
+        coef: ``logistic`` only: ``(S + 1,)`` float32 weights of the whitened style and of
+            its distance to the nearest point; the score is ``features @ coef + intercept``.
+        intercept: ``logistic`` only.
     """
 
     method: str
@@ -94,6 +111,8 @@ class OODModel:
     threshold: float = math.inf
     k: int = 1
     params: dict[str, Any] = field(default_factory=dict)
+    coef: np.ndarray | None = None
+    intercept: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("mean", "whitener", "points"):
@@ -101,6 +120,9 @@ class OODModel:
         object.__setattr__(self, "threshold", float(self.threshold))
         object.__setattr__(self, "k", int(self.k))
         object.__setattr__(self, "params", dict(self.params))
+        object.__setattr__(self, "intercept", float(self.intercept))
+        if self.coef is not None:
+            object.__setattr__(self, "coef", np.ascontiguousarray(self.coef, np.float32))
         dim = self.mean.shape[0] if self.mean.ndim == 1 else -1
         if self.method not in METHODS:
             raise InvalidParamsError(f"OOD method must be one of {METHODS}, got {self.method!r}")
@@ -111,7 +133,14 @@ class OODModel:
                 f"{self.mean.shape}, {self.whitener.shape}, {self.points.shape}")
         if not 1 <= self.k <= len(self.points):
             raise InvalidParamsError(f"k must be in 1..{len(self.points)}, got {self.k}")
-        if math.isnan(self.threshold) or self.threshold < 0:
+        if self.method in DISCRIMINATIVE:
+            if self.coef is None or self.coef.shape != (dim + 1,):
+                raise InvalidParamsError(
+                    f"a {self.method} OOD check needs coef shaped ({dim + 1},), got "
+                    f"{None if self.coef is None else self.coef.shape}")
+            if not (np.all(np.isfinite(self.coef)) and math.isfinite(self.intercept)):
+                raise InvalidParamsError("OOD coef or intercept contain NaN or infinite values")
+        if math.isnan(self.threshold) or (self.threshold < 0 and self.method not in DISCRIMINATIVE):
             raise InvalidParamsError(f"threshold must be >= 0, got {self.threshold}")
         for name in ("mean", "whitener", "points"):
             if not np.all(np.isfinite(getattr(self, name))):
@@ -126,6 +155,8 @@ class OODModel:
         """What the score measures, in a few words (for a route's reason)."""
         if self.method == "mahalanobis":
             return "Mahalanobis distance to the nearest cluster"
+        if self.method == "logistic":
+            return "log-odds of not being microscopy"
         return f"whitened distance to the {_ordinal(self.k)} nearest reference"
 
     def score(self, styles: np.ndarray) -> np.ndarray:
@@ -141,35 +172,44 @@ class OODModel:
             sq = (rows**2).sum(1)[:, None] + (points**2).sum(1)[None] - 2 * rows @ points.T
             kth = np.partition(sq, self.k - 1, axis=1)[:, self.k - 1]
             scores[start : start + len(rows)] = np.sqrt(np.maximum(kth, 0.0))
+        if self.method in DISCRIMINATIVE:
+            features = np.concatenate([whitened, scores[:, None]], axis=1)
+            return features @ self.coef.astype(np.float64) + self.intercept
         return scores
 
     def with_threshold(self, threshold: float) -> OODModel:
-        return OODModel(self.method, self.mean, self.whitener, self.points, threshold, self.k,
-                        self.params)
+        return replace(self, threshold=threshold)
 
     def tensors(self) -> dict[str, np.ndarray]:
         """The arrays to store (``StyleBank.save``)."""
-        return {"ood.mean": self.mean, "ood.whitener": self.whitener, "ood.points": self.points}
+        out = {"ood.mean": self.mean, "ood.whitener": self.whitener, "ood.points": self.points}
+        if self.coef is not None:
+            out["ood.coef"] = self.coef
+        return out
 
     def meta(self) -> dict[str, Any]:
         """The JSON-able rest (``StyleBank.save``)."""
         return {"method": self.method, "threshold": self.threshold, "k": self.k,
-                "params": self.params}
+                "params": self.params, "intercept": self.intercept}
 
     @classmethod
     def from_stored(cls, meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> OODModel:
         """Inverse of ``meta`` and ``tensors``; missing keys raise ``KeyError``."""
         return cls(meta["method"], tensors["ood.mean"], tensors["ood.whitener"],
-                   tensors["ood.points"], meta["threshold"], meta["k"], meta.get("params", {}))
+                   tensors["ood.points"], meta["threshold"], meta["k"], meta.get("params", {}),
+                   tensors.get("ood.coef"), meta.get("intercept", 0.0))
 
 
-def fit_ood(vectors: np.ndarray, labels: np.ndarray, params: OODParams | None = None) -> OODModel:
+def fit_ood(vectors: np.ndarray, labels: np.ndarray, params: OODParams | None = None,
+            negatives: np.ndarray | None = None) -> OODModel:
     """Fit the whitening and the points on reference styles (threshold left at inf).
 
     Args:
         vectors: ``(N, S)`` L2-normalised reference styles.
         labels: ``(N,)`` cluster ids 0..K-1.
         params: method and shrinkage.
+        negatives: ``(M, S)`` L2-normalised styles of non-microscopy images; needed (and
+            used) by ``logistic`` only.
     """
     params = params or OODParams()
     vectors = np.asarray(vectors, dtype=np.float64)
@@ -183,11 +223,39 @@ def fit_ood(vectors: np.ndarray, labels: np.ndarray, params: OODParams | None = 
     covariance = within.T @ within / max(len(vectors) - len(clusters), 1)
     whitener = _inverse_sqrt(covariance, params.shrinkage)
     centre = vectors.mean(axis=0)
-    if params.method == "mahalanobis":
-        points, k = (means - centre) @ whitener, 1
-    else:
+    if params.method == "knn":
         points, k = (vectors - centre) @ whitener, min(params.k, len(vectors))
-    return OODModel(params.method, centre, whitener, points, math.inf, k, params.to_dict())
+    else:
+        points, k = (means - centre) @ whitener, 1
+    model = OODModel("mahalanobis" if params.method in DISCRIMINATIVE else params.method,
+                     centre, whitener, points, math.inf, k, params.to_dict())
+    if params.method not in DISCRIMINATIVE:
+        return model
+    if negatives is None or len(negatives) < 2:
+        raise InvalidParamsError(f"the {params.method} OOD check is fitted against negatives; "
+                                 "give the styles of at least 2 non-microscopy images")
+    return _fit_logistic(model, vectors, np.asarray(negatives, np.float64), params)
+
+
+def _fit_logistic(distance: OODModel, vectors: np.ndarray, negatives: np.ndarray,
+                  params: OODParams) -> OODModel:
+    """Logistic regression (negatives = 1) on [whitened style, Mahalanobis distance],
+    standardised for the fit, the scaling folded into the stored weights."""
+    from sklearn.linear_model import LogisticRegression
+
+    def features(styles: np.ndarray) -> np.ndarray:
+        whitened = (styles - distance.mean) @ distance.whitener.astype(np.float64)
+        return np.concatenate([whitened, distance.score(styles)[:, None]], axis=1)
+
+    x = np.concatenate([features(vectors), features(negatives)])
+    y = np.concatenate([np.zeros(len(vectors)), np.ones(len(negatives))])
+    centre, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+    fit = LogisticRegression(C=params.regularisation, class_weight="balanced", max_iter=5000)
+    fit.fit((x - centre) / scale, y)
+    coef = fit.coef_[0] / scale
+    intercept = float(fit.intercept_[0] - coef @ centre)
+    return replace(distance, method=params.method, coef=coef, intercept=intercept)
 
 
 def _inverse_sqrt(covariance: np.ndarray, shrinkage: float) -> np.ndarray:

@@ -196,12 +196,20 @@ def load_report(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def write_report(report: BuildReport, config: BuildConfig, root: Path) -> dict[str, Any]:
-    """Write ``docs/zoo.json``, ``docs/zoo.md`` and the AP plot under ``root``; return the data."""
+def write_report(report: BuildReport, config: BuildConfig, root: Path, *,
+                 generalist_from: Path | None = None) -> dict[str, Any]:
+    """Write ``docs/zoo.json``, ``docs/zoo.md`` and the AP plot under ``root``; return the data.
+
+    ``generalist_from``: the generalist was reused from that file (``zoo build --generalist``);
+    the report says so, with the training time an earlier report under ``root`` recorded.
+    """
     from zoo.build import EVAL_THRESHOLDS
     from zoo.viz import plot_ap_curves
 
     data = report_data(report, config)
+    if generalist_from is not None:
+        data["command"] += f" --generalist {generalist_from}"
+        data.setdefault("notes", {})["timings"] = _reuse_note(root / REPORT_JSON)
     curves = {method: (EVAL_THRESHOLDS,
                        np.mean([s.ap for s in report.scores if s.method == method], axis=0))
               for method in METHODS}
@@ -211,6 +219,18 @@ def write_report(report: BuildReport, config: BuildConfig, root: Path) -> dict[s
     (root / REPORT_JSON).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     (root / REPORT_MD).write_text(render_report(data), encoding="utf-8")
     return data
+
+
+def _reuse_note(previous: Path) -> str:
+    note = ("The generalist was not trained by this run: it was reused (`--generalist`) from an "
+            "earlier run of the same command with the same seed and sizes, whose later steps "
+            "this run redid")
+    try:
+        earlier = json.loads(previous.read_text(encoding="utf-8"))
+        minutes = earlier["timings_s"]["train generalist"] / 60
+    except (OSError, ValueError, KeyError):
+        return note + "."
+    return note + f"; that run trained it in {minutes:.1f} minutes."
 
 
 def plot_roc(ood: Mapping[str, Any], path: Path) -> Path:
