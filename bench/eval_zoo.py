@@ -10,7 +10,7 @@ test seed 2, 12 per style; the OOD negatives' validation and test splits, 16 per
 segmented through the product pipeline (``Zoo.segment``) by the protocol of
 ``zoo.evaluate.evaluate_split``: generalist, routed (``auto``) and oracle, AP pooled per
 style; routing accuracy; the fraction of images in distribution and of negatives flagged.
-Results go to ``bench/results/zoo_<name>.json``; ``docs/zoo.md`` shows them beside the build's.
+Results go to ``docs/protocol/zoo_<name>.json`` (a build's own figures are in ``docs/zoo.json``).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def split_figures(zoo: Zoo, split: str, args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", type=Path, default=ROOT / "models.yaml")
-    parser.add_argument("--name", required=True, help="results go to bench/results/zoo_NAME.json")
+    parser.add_argument("--name", required=True, help="results go to docs/protocol/zoo_NAME.json")
     parser.add_argument("--generalist", default="cpnet.generalist")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-val", type=int, default=12)
@@ -100,7 +100,7 @@ def main() -> None:
               f"generalist {gen} routed {routed}")
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
-    out = ROOT / "bench" / "results" / f"zoo_{args.name}.json"
+    out = ROOT / "docs" / "protocol" / f"zoo_{args.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "benchmark": f"zoo_{args.name}",

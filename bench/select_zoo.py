@@ -22,7 +22,7 @@ What it does (seed 0 unless told; no test image is ever generated here):
    images against validation negatives (and against training negatives) and the rates at
    the threshold.
 
-The choice (printed, and in ``bench/results/select_zoo.json``): the embedding and clustering
+The choice (printed, and in ``docs/protocol/select_zoo.json``): the embedding and clustering
 with the highest validation routing accuracy among those with at least one cluster per two
 source styles (``MIN_CLUSTERS_PER_STYLE``: fewer clusters raise the accuracy only by merging
 styles, down to a zoo of three specialists for ten styles), ties broken by scale
@@ -222,7 +222,7 @@ def main() -> None:
     parser.add_argument("--n-negatives", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", type=Path, default=None, help="npz of the styles (reused)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "select_zoo.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "protocol" / "select_zoo.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.cache is not None and args.cache.is_file():

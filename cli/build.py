@@ -58,7 +58,9 @@ def build(
 
     def progress(step: str, done: int, total: int, loss: float) -> None:
         unit = "image" if math.isnan(loss) else "epoch"
-        bar = bars.setdefault(step, tqdm(total=total, desc=step, unit=unit, leave=True))
+        if step not in bars:  # one bar per step (setdefault would open a bar per call)
+            bars[step] = tqdm(total=total, desc=step, unit=unit, leave=True)
+        bar = bars[step]
         if not math.isnan(loss):
             bar.set_postfix(loss=f"{loss:.3f}")
         bar.update(1)

@@ -24,7 +24,7 @@ from zoo.stylemap import pca_layout
 
 runner = CliRunner()
 # model name -> synthetic style of its reference images (all shipped models)
-REFS = {"cpnet.nuclei": "nuclei", "cpnet.cyto": "cyto", "cpnet.brightfield": "brightfield"}
+REFS = {"cpnet.nuclei": "nuclei", "cpnet.bacteria": "bacteria", "cpnet.phase": "phase"}
 PER_MODEL = 3
 
 
@@ -96,11 +96,11 @@ def test_bank_build_refuses_unknown_models_and_bad_pairs(home: Path, tmp_path: P
     dirs = _ref_dirs(tmp_path / "refs")
     base = ["bank", "build", "--embed", "cpnet.generalist", "--out", str(tmp_path / "b.st")]
     result = runner.invoke(app, base + ["--refs", f"nosuchmodel={dirs['cpnet.nuclei']}",
-                                        "--refs", f"cpnet.cyto={dirs['cpnet.cyto']}"])
+                                        "--refs", f"cpnet.bacteria={dirs['cpnet.bacteria']}"])
     assert result.exit_code == 1 and "unknown model 'nosuchmodel'" in result.output
-    result = runner.invoke(app, base + ["--refs", "cpnet.cyto"])
+    result = runner.invoke(app, base + ["--refs", "cpnet.bacteria"])
     assert result.exit_code == 1 and "NAME=VALUE" in result.output
-    result = runner.invoke(app, base + ["--refs", f"cpnet.cyto={tmp_path / 'missing'}",
+    result = runner.invoke(app, base + ["--refs", f"cpnet.bacteria={tmp_path / 'missing'}",
                                         "--refs", f"cpnet.nuclei={dirs['cpnet.nuclei']}"])
     assert result.exit_code == 1 and "no such folder" in result.output
     assert not (tmp_path / "b.st").exists()

@@ -260,9 +260,9 @@ def test_cli_refuses_a_bad_package_in_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output
-    shipped = CliRunner().invoke(app, ["import", "bioimageio", str(bad), "--name", "cpnet.cyto"])
+    shipped = CliRunner().invoke(app, ["import", "bioimageio", str(bad), "--name", "cpnet.phase"])
     assert shipped.stderr.strip() == (
-        "error: 'cpnet.cyto' is a shipped specialist model; choose another name")
+        "error: 'cpnet.phase' is a shipped specialist model; choose another name")
 
 
 def test_the_readme_bioimageio_commands_run(tmp_path: Path,

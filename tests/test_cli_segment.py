@@ -188,7 +188,7 @@ def test_coco_output_and_overlay(data: dict[str, Path], tmp_path: Path) -> None:
     (["--format", "jpeg"], "--format must be one of"),
     (["--workers", "0"], "--workers must be >= 1"),
     (["--channels", "x"], "channels must be"),
-    (["--model", "cpnet.cyt"], "unknown model 'cpnet.cyt'; did you mean cpnet.cyto"),
+    (["--model", "cpnet.phas"], "unknown model 'cpnet.phas'; did you mean cpnet.phase"),
 ])
 def test_bad_options_fail_in_one_line(data: dict[str, Path], tmp_path: Path, args, needle) -> None:
     result = run(data["b"], "--out", tmp_path / "out", *args)

@@ -42,7 +42,7 @@ def _workspace(root: Path) -> None:
     (root / "tests" / "fixtures").mkdir(parents=True)
     (root / "tests" / "fixtures" / "cellpose").symlink_to(FIXTURES, target_is_directory=True)
     for folder, style, count in (("images", "nuclei", 2), ("refs/cp-small", "nuclei", 3),
-                                 ("refs/cyto", "cyto", 3)):
+                                 ("refs/bacteria", "bacteria", 3)):
         (root / folder).mkdir(parents=True)
         for index in range(count):
             name = "img" if folder == "images" else style
@@ -74,7 +74,7 @@ def test_bring_your_own_models_commands_run(tmp_path: Path, monkeypatch: pytest.
             code = textwrap.dedent(block)
             exec(compile(code, "README.md (Bring your own models)", "exec"), namespace)
             assert namespace["result"].prediction.labels.shape == (160, 160)
-            assert namespace["result"].route.model in {"cp-small", "cpnet.cyto", "cpnet.generalist"}
+            assert namespace["result"].route.model in {"cp-small", "cpnet.bacteria", "cpnet.generalist"}
 
 
 def test_readme_shows_the_side_by_side_table():

@@ -71,7 +71,9 @@ def test_report_data_is_json_and_holds_what_the_pages_need(report: BuildReport):
     assert split_styles(data) == {"phase": [c["name"] for c in data["clusters"]
                                             if next(iter(c["sources"])) == "phase"]}
     assert 0 < data["clustering"]["adjusted_rand"] <= 1
-    assert data["machine"]["cpu_count"] >= 1 and data["settings"]["clustering"]["whiten"] == 20
+    assert data["machine"]["cpu_count"] >= 1
+    assert data["settings"]["clustering"]["whiten"] == CONFIG.cluster.whiten
+    assert data["settings"]["ood"]["method"] == CONFIG.ood.method and data["settings"]["n_val"] == 12
 
 
 def test_the_page_and_the_readme_sections_show_the_data(report: BuildReport):

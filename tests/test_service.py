@@ -29,7 +29,7 @@ from PIL import Image
 
 from tests.serving import ROOT, SERVICE_ENV, served
 from zoo.data.synthetic import STYLES, generate
-from zoo.evaluate import sample_params, style_clusters
+from zoo.evaluate import sample_params
 from zoo.io import read_image
 from zoo.params import PredictParams
 from zoo.pipeline import Zoo
@@ -38,6 +38,12 @@ from zoo.settings import Settings
 DEMO = ROOT / "samples" / "demo.tif"
 MAX_PIXELS = int(SERVICE_ENV["ZOO_MAX_PIXELS"])
 ERROR_KEYS = {"status", "type", "message", "field"}
+#: 16 concurrent clients send this many requests each (128 in all: every image size many
+#: times over, in batches the network service forms from several clients)
+REQUESTS_PER_CLIENT = 8
+#: the network timeout of the service the stuck-worker test stops (the shared one waits 120 s,
+#: long enough for the slowest request on a loaded CI machine)
+SHORT_TIMEOUT_S = 10
 pytestmark = pytest.mark.skipif(not (ROOT / "models.yaml").is_file(), reason="no shipped zoo")
 
 
@@ -147,9 +153,8 @@ def test_every_output_format(url, library):
         assert len(rois.namelist()) == labels.max()
 
 
-def test_routing_picks_each_styles_cluster_and_its_serving_model(url, library):
+def test_the_service_routes_every_style_as_the_library_does(url, library):
     bank = library.router.bank
-    allowed = style_clusters(bank)  # style → the clusters a route of that style may go to
     for style in STYLES:
         sample = generate(style, seed=90_001, shape=(256, 256))  # unseen seed
         params = sample_params(sample)
@@ -169,8 +174,10 @@ def test_routing_picks_each_styles_cluster_and_its_serving_model(url, library):
         reason = expected.pop("reason")
         assert {k: route[k] for k in expected} == expected
         assert route["reason"].split(";")[1:] == reason.split(";")[1:]
-        assert not route["ood"] and route["cluster"] in allowed[style], (style, route)
+        # how often routes reach their own style's cluster is tests/test_zoo_routing.py's
+        assert not route["ood"] and route["cluster"] in range(bank.n_clusters), (style, route)
         assert route["model"] == bank.specialists.get(route["cluster"], library.router.generalist)
+
 
 
 def test_models_health_and_metrics(url):
@@ -346,7 +353,7 @@ def test_concurrent_clients_get_identical_results(url, home):
     def client(worker: int) -> list[tuple[int, int, dict]]:
         out = []
         with httpx.Client(timeout=300) as session:
-            for request in range(25):
+            for request in range(REQUESTS_PER_CLIENT):
                 size = sizes[(worker + request) % len(sizes)]
                 response = session.post(f"{url}/segment", files={"image": ("x.tif", images[size])},
                                         data={"channels": "0,1"})
@@ -355,7 +362,7 @@ def test_concurrent_clients_get_identical_results(url, home):
 
     with ThreadPoolExecutor(16) as pool:
         results = [r for rs in pool.map(client, range(16)) for r in rs]
-    assert len(results) == 400
+    assert len(results) == 16 * REQUESTS_PER_CLIENT
     assert [body for _, status, body in results if status != 200] == []
     for size, _, body in results:
         assert body["model"] == reference[size]["model"]
@@ -379,7 +386,17 @@ def _network_worker(home: Path) -> psutil.Process:
     return workers[0]
 
 
-def test_a_stuck_network_worker_gives_503_with_retry_after(url, home):
+@pytest.fixture(scope="module")
+def short_timeout(tmp_path_factory: pytest.TempPathFactory):
+    """A second split service whose network timeout is ``SHORT_TIMEOUT_S``: (url, home)."""
+    home = tmp_path_factory.mktemp("short-timeout-home")
+    env = {**SERVICE_ENV, "ZOO_NETWORK_TIMEOUT": str(SHORT_TIMEOUT_S)}
+    with served("zoo.service.app:CellZoo", home, env=env) as url:
+        yield url, home
+
+
+def test_a_stuck_network_worker_gives_503_with_retry_after(short_timeout):
+    url, home = short_timeout
     data = _tiff(_sample("phase", 4, 64))
     assert _post(url, "segment", data).status_code == 200
     worker = _network_worker(home)
@@ -392,8 +409,7 @@ def test_a_stuck_network_worker_gives_503_with_retry_after(url, home):
         worker.send_signal(signal.SIGCONT)
     _assert_error(response, 503, None)
     assert response.headers["retry-after"] == SERVICE_ENV["ZOO_RETRY_AFTER"]
-    timeout = float(SERVICE_ENV["ZOO_NETWORK_TIMEOUT"])
-    assert timeout - 5 < waited < timeout + 90
+    assert SHORT_TIMEOUT_S - 1 < waited < SHORT_TIMEOUT_S + 60
     deadline = time.monotonic() + 60
     while _post(url, "segment", data).status_code != 200:
         assert time.monotonic() < deadline, "service did not recover after SIGCONT"

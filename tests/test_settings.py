@@ -111,6 +111,6 @@ def test_cli_manifest_option_beats_zoo_manifest(tmp_path: Path):
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("ZOO_MANIFEST", str(mine))
             from_env = runner.invoke(app, ["list"])
-            assert from_env.exit_code == 0 and "cpnet.cyto" not in from_env.stdout
+            assert from_env.exit_code == 0 and "cpnet.bacteria" not in from_env.stdout
             option = runner.invoke(app, ["list", "--manifest", str(embedded_manifest_path())])
-            assert option.exit_code == 0 and "cpnet.cyto" in option.stdout
+            assert option.exit_code == 0 and "cpnet.bacteria" in option.stdout

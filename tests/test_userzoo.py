@@ -41,6 +41,6 @@ def test_register_files_installs_nothing_when_the_entry_is_invalid(tmp_path: Pat
 
 def test_a_shipped_name_is_refused(small_model: SegmentationModel, tmp_path: Path) -> None:
     registry = Registry.default(Settings(home=tmp_path / "home"))
-    with pytest.raises(ZooError, match="'cpnet.cyto' is a shipped specialist model"):
-        register_model(registry, small_model, name="cpnet.cyto", parent=None, n_images=1,
+    with pytest.raises(ZooError, match="'cpnet.phase' is a shipped specialist model"):
+        register_model(registry, small_model, name="cpnet.phase", parent=None, n_images=1,
                        source="x")

@@ -238,22 +238,22 @@ def test_switching_the_model_reruns_and_the_url_keeps_the_settings(url, page):
     page.set_input_files("#files", str(DEMO))
     _wait(page, "demo.tif")
     auto = page.locator("#sum-model").text_content()
-    page.select_option("#model", "cpnet.nuclei")
+    page.select_option("#model", "cpnet.tissue")
     page.fill("#diameter", "18")
     sync_api.expect(page.locator("#stale")).to_be_visible()
-    assert "model=cpnet.nuclei" in page.url and "diameter=18" in page.url and "nucleus=1" in page.url
+    assert "model=cpnet.tissue" in page.url and "diameter=18" in page.url and "nucleus=1" in page.url
     page.get_by_role("button", name="Segment again").click()
     item = _item(page, "demo.tif")
-    sync_api.expect(item.locator(".meta")).to_contain_text("cpnet.nuclei", timeout=WAIT_MS)
-    body = _api(url, DEMO, model="cpnet.nuclei", channels="0,1", diameter=18)
+    sync_api.expect(item.locator(".meta")).to_contain_text("cpnet.tissue", timeout=WAIT_MS)
+    body = _api(url, DEMO, model="cpnet.tissue", channels="0,1", diameter=18)
     assert body["model"] != auto
     sync_api.expect(page.locator("#count")).to_have_text(_cells(body["n_cells"]))
-    sync_api.expect(page.locator("#route")).to_contain_text("You chose cpnet.nuclei")
+    sync_api.expect(page.locator("#route")).to_contain_text("You chose cpnet.tissue")
     sync_api.expect(page.locator("#stale")).to_be_hidden()
     # a link to the page brings the same settings back
     page.goto(page.url)
     sync_api.expect(page.locator("#server")).to_contain_text("models ready", timeout=30_000)
-    assert page.input_value("#model") == "cpnet.nuclei"
+    assert page.input_value("#model") == "cpnet.tissue"
     assert page.input_value("#nucleus") == "1" and page.input_value("#cyto") == "0"
     assert page.input_value("#diameter") == "18"
 

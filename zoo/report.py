@@ -326,7 +326,7 @@ Three disjoint splits of synthetic images, drawn from the generator with differe
 - **Settings fixed in code** (clustering `zoo.build._zoo_clustering`, embedding
   `zoo.params.EmbedParams`, OOD method `zoo.ood.OODParams`, schedules): compared on the
   training and validation splits only, by `bench/select_zoo.py` (its results are in
-  `bench/results/select_zoo.json`)."""
+  `docs/protocol/select_zoo.json`)."""
 
 
 def _ood_rule(ood: Mapping[str, Any]) -> str:
@@ -526,18 +526,19 @@ Routing picked a cluster of the image's own style for {routing['correct']} of
 def _chosen(data: Mapping[str, Any]) -> str:
     if "selection" not in data:
         return ""
-    served = sum(s["serves"] for s in data["selection"])
-    return (f" The test images decided nothing: a separate validation split chose which model "
-            f"serves each cluster (a specialist for {served} of {len(data['selection'])} "
-            "clusters, the generalist for the rest).")
+    served, total = sum(s["serves"] for s in data["selection"]), len(data["selection"])
+    which = (f"its specialist won in all {total} clusters" if served == total else
+             f"its specialist won in {served} of {total} clusters, the generalist serves the rest")
+    return (" The test images decided nothing: a separate validation split chose which model "
+            f"serves each cluster ({which}).")
 
 
 def _ood_line(data: Mapping[str, Any]) -> str:
     test = data.get("ood", {}).get("test")
     if not test:
         return ""
-    return (f" The out-of-distribution check kept {test['in_distribution']:.0%} of the test "
-            f"images in distribution and flagged {test['flagged']:.0%} of "
+    return (f" The out-of-distribution check kept {test['in_distribution']:.1%} of the test "
+            f"images in distribution and flagged {test['flagged']:.1%} of "
             f"{test['negatives']} held-out non-microscopy images (AUROC {test['auroc']:.3f}).")
 
 
