@@ -27,9 +27,11 @@ def main() -> None:
         folder = Path(tmp)
         shutil.copy(ROOT / "samples" / "demo.tif", folder / "demo.tif")
         for index, style in enumerate(STYLES):
-            image = generate(style, seed=60_000 + index, shape=(256, 256)).image
-            tifffile.imwrite(folder / f"{style}.tif", np.moveaxis(image, -1, 0)
-                             if image.ndim == 3 else image)
+            sample = generate(style, seed=60_000 + index, shape=(256, 256))
+            image = sample.image if sample.image.ndim == 3 else sample.image[..., None]
+            cyto, nucleus = sample.channels  # each style's own channels, as channels 0 and 1
+            second = image[..., nucleus] if nucleus is not None else np.zeros_like(image[..., 0])
+            tifffile.imwrite(folder / f"{style}.tif", np.stack([image[..., cyto], second]))
         zoo = Path(sys.executable).with_name("zoo")
         subprocess.run([str(zoo), "route", str(folder), "--channels", "0,1", "--plot",
                         str(ROOT / "docs" / "figures" / "style_map.png")], check=True)
