@@ -4,6 +4,8 @@ the run leaves no process behind."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from zoo.model import SegmentationModel  # noqa: E402
 from zoo.nets.cpnet import NetConfig  # noqa: E402
 
 SMALL = NetConfig(channels=(2, 8, 16, 32, 64))
+_DASK_SCRATCH: str | None = None
 
 
 @pytest.fixture(scope="session")
@@ -66,11 +69,19 @@ def pytest_configure(config: pytest.Config) -> None:
     from tests.serving import SESSION_VARIABLE
 
     os.environ[SESSION_VARIABLE] = uuid.uuid4().hex
+    # Dask's scratch space (LocalCluster workers' spill and lock files) goes to a folder of
+    # this run, removed at its end, instead of a dask-scratch-space left in the system's /tmp
+    global _DASK_SCRATCH
+    _DASK_SCRATCH = tempfile.mkdtemp(prefix="cellzoo-tests-dask-")
+    os.environ["DASK_TEMPORARY_DIRECTORY"] = _DASK_SCRATCH
 
 
 @pytest.hookimpl(trylast=True)  # after the session fixtures (the shared service) are torn down
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from tests.serving import SESSION_VARIABLE, kill_all, wait_gone
+
+    if _DASK_SCRATCH:
+        shutil.rmtree(_DASK_SCRATCH, ignore_errors=True)
 
     left = wait_gone(SESSION_VARIABLE, os.environ[SESSION_VARIABLE], timeout=15,
                      ignore=_own_multiprocessing_helpers())

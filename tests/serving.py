@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -86,8 +88,12 @@ def served(target: str, home: Path, *, timeout: float = 180.0, env: dict | None 
     ``command`` replaces the ``bentoml serve`` command (``--host``/``--port`` are added)."""
     port = free_port()
     server = uuid.uuid4().hex
+    # the server's temporary files (BentoML's clients make some, its sockets live there) go
+    # to a short folder of its own (a socket path must stay under 108 bytes), removed below
+    scratch = Path(tempfile.mkdtemp(prefix="cz-serve-"))
     environment = {**os.environ, "ZOO_HOME": str(home), "BENTOML_HOME": str(home / "bentoml"),
-                   "ZOO_DEVICE": "cpu", SERVER_VARIABLE: server, **(env or {})}
+                   "ZOO_DEVICE": "cpu", SERVER_VARIABLE: server, "TMPDIR": str(scratch),
+                   **(env or {})}
     log = open(home / f"serve-{port}.log", "wb")  # noqa: SIM115 (closed below)
     argv = command or [sys.executable, "-m", "bentoml", "serve", target]
     process = subprocess.Popen([*argv, "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
@@ -117,3 +123,4 @@ def served(target: str, home: Path, *, timeout: float = 180.0, env: dict | None 
             process.wait(timeout=10)
         kill_all(wait_gone(SERVER_VARIABLE, server, timeout=30))
         log.close()
+        shutil.rmtree(scratch, ignore_errors=True)
