@@ -56,7 +56,13 @@ from zoo.data.synthetic import STYLES, generate_dataset  # noqa: E402
 from zoo.embedding import mean_style, style_crops  # noqa: E402
 from zoo.evaluate import sample_params, split_seed, style_clusters  # noqa: E402
 from zoo.model import SegmentationModel  # noqa: E402
-from zoo.ood import DISCRIMINATIVE, OODParams, calibrate_threshold, fit_ood, roc_curve  # noqa: E402
+from zoo.ood import (  # noqa: E402
+    OODParams,
+    calibrate_threshold,
+    calibration_negatives,
+    fit_ood,
+    roc_curve,
+)
 from zoo.params import EmbedParams, PredictParams  # noqa: E402
 from zoo.predict import Predictor  # noqa: E402
 from zoo.preprocess import central_crop, scaled_shape  # noqa: E402
@@ -190,9 +196,8 @@ def score_ood(data: dict, embed: EmbedParams, cluster: ClusterParams, params: OO
     inliers = model.score(styles("validation"))
     outliers = model.score(styles("negatives_validation"))
     train_negatives = model.score(styles("negatives_train"))
-    # as the build does: a method fitted on the training negatives is calibrated without them
-    unseen = [outliers] if params.method in DISCRIMINATIVE else [train_negatives, outliers]
-    threshold = calibrate_threshold(inliers, np.concatenate(unseen), params)
+    threshold = calibrate_threshold(
+        inliers, calibration_negatives(params, train_negatives, outliers), params)
     return {"ood": params.to_dict(), "auroc_validation": roc_curve(inliers, outliers).auroc,
             "auroc_train_negatives": roc_curve(inliers, train_negatives).auroc,
             "threshold": threshold,

@@ -44,8 +44,13 @@ def held_out():
     return generate_dataset(STYLES, PER_STYLE, seed=split_seed("test"))
 
 
-def test_held_out_images_of_every_style_are_in_distribution(zoo: Zoo, held_out) -> None:
-    routes = [zoo.route(s.image, sample_params(s)) for s in held_out]
+@pytest.fixture(scope="module")
+def routes(zoo: Zoo, held_out) -> list:
+    """Each held-out image's route (computed once for the tests below)."""
+    return [zoo.route(s.image, sample_params(s)) for s in held_out]
+
+
+def test_held_out_images_of_every_style_are_in_distribution(held_out, routes) -> None:
     inside = [not r.ood for r in routes]
     assert np.mean(inside) >= 0.95, [(s.style, r.reason) for s, r in zip(held_out, routes)
                                      if r.ood]
@@ -57,9 +62,9 @@ def test_held_out_images_of_every_style_are_in_distribution(zoo: Zoo, held_out) 
     "issue #11's routing target (>= 95% of held-out images routed to a cluster of their own "
     "style) is not met by the shipped zoo: phase images mostly go to the bacteria cluster, "
     "which holds 15 phase references (88% on the build's test split, docs/zoo.md)"))
-def test_held_out_images_are_routed_to_a_cluster_of_their_style(zoo: Zoo, held_out) -> None:
+def test_held_out_images_are_routed_to_a_cluster_of_their_style(zoo: Zoo, held_out,
+                                                                routes) -> None:
     allowed = style_clusters(zoo.router.bank)
-    routes = [zoo.route(s.image, sample_params(s)) for s in held_out]
     home = [r.cluster in allowed[s.style] for s, r in zip(held_out, routes)]
     assert np.mean(home) >= 0.95, [(s.style, r.cluster_name) for s, r, ok
                                    in zip(held_out, routes, home) if not ok]

@@ -56,7 +56,13 @@ from zoo.evaluate import (
 from zoo.metrics import aggregate
 from zoo.model import SegmentationModel
 from zoo.nets.cpnet import NetConfig
-from zoo.ood import DISCRIMINATIVE, OODParams, OODReport, calibrate_threshold, fit_ood
+from zoo.ood import (
+    OODParams,
+    OODReport,
+    calibrate_threshold,
+    calibration_negatives,
+    fit_ood,
+)
 from zoo.params import EmbedParams, PredictParams
 from zoo.predict import Predictor
 from zoo.release import GENERALIST, NUCLEI, write_release
@@ -342,10 +348,9 @@ def calibrate_ood(bank: StyleBank, embedder: Predictor, data: _Data, config: Bui
     validation = model.score(styles([s.image for s in data.validation],
                                     [sample_params(s) for s in data.validation]))
     negative = {split: model.score(found) for split, found in negative_styles.items()}
-    unseen = (["validation"] if config.ood.method in DISCRIMINATIVE
-              else ["train", "validation"])
-    threshold = calibrate_threshold(validation, np.concatenate([negative[s] for s in unseen]),
-                                    config.ood)
+    threshold = calibrate_threshold(
+        validation, calibration_negatives(config.ood, negative["train"], negative["validation"]),
+        config.ood)
     model = model.with_threshold(threshold)
     report = OODReport(threshold, model.params, model.description)
     report.record("validation", validation, negative["validation"],

@@ -284,6 +284,16 @@ def calibrate_threshold(inliers: np.ndarray, outliers: np.ndarray, params: OODPa
     return max(flags_negatives, spares_inliers)
 
 
+def calibration_negatives(params: OODParams, train: np.ndarray, validation: np.ndarray
+                          ) -> np.ndarray:
+    """The negatives' scores a threshold is calibrated on: the training and validation
+    negatives, or the validation ones alone for a method fitted on the training negatives
+    (``DISCRIMINATIVE``: their scores are not those of unseen images)."""
+    if params.method in DISCRIMINATIVE:
+        return np.asarray(validation, float)
+    return np.concatenate([np.asarray(train, float), np.asarray(validation, float)])
+
+
 @dataclass(frozen=True)
 class ROC:
     """A receiver operating characteristic of an OOD score (positives = negatives images).
